@@ -1,0 +1,403 @@
+// taskmill-bench: the benchmark program. Figures go to docs/benchmarks.md
+// with the command that produced them; no test asserts a time.
+//
+//   taskmill-bench dispatch [--connections N] [--seconds S] [--pipeline D]
+//   taskmill-bench e2e      [--workers N] [--in-process] [--tasks N]
+//   taskmill-bench latency  [--tasks N] [--interval-ms MS]
+//   taskmill-bench backlog  [--waiting N]
+//   taskmill-bench idle     [--workers N] [--tasks N] [--interval-ms MS]
+//
+// Each scenario runs --runs times (default 3) and prints every run and the
+// median. Without --database-url it starts its own PostgreSQL (fsync on, the
+// server's defaults otherwise) in a temporary directory.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "common/subprocess.h"
+#include "embedded/local_postgres.h"
+#include "pg/connection.h"
+#include "store/migrate.h"
+#include "store/task_store.h"
+#include "taskmill/registry.h"
+
+namespace taskmill::bench {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr auto kTimeout = std::chrono::seconds(60);
+
+struct Options {
+  std::string database_url;
+  int runs = 3;
+  int connections = 1;
+  double seconds = 5;
+  int pipeline = 1;
+  int workers = 2;
+  bool in_process = false;
+  int tasks = 5000;
+  int interval_ms = 20;
+  int waiting = 100000;
+};
+
+std::string TaskmillBinary() {
+  std::error_code ec;
+  auto self = fs::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path() / "taskmill").string();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * (v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+// A fresh database for one run.
+class Database {
+ public:
+  explicit Database(const Options& o) {
+    if (o.database_url.empty()) {
+      static std::optional<LocalPostgres> server;
+      if (!server) {
+        char tmpl[] = "/tmp/tmbench-XXXXXX";
+        fs::path dir = mkdtemp(tmpl);
+        fs::permissions(dir, fs::perms::all ^ (fs::perms::group_write | fs::perms::others_write));
+        LocalPostgresOptions lo;
+        lo.data_dir = dir / "data";
+        lo.socket_dir = dir / "sock";
+        lo.ephemeral = true;
+        lo.fsync = true;
+        lo.settings = {"max_connections=300"};
+        server.emplace(LocalPostgres::Start(lo, DeadlineIn(std::chrono::minutes(2))));
+      }
+      static int n = 0;
+      std::string name = fmt::format("bench{}_{}", getpid(), n++);
+      server->CreateDatabase(name, DeadlineIn(kTimeout));
+      url_ = server->ConnInfo(name);
+    } else {
+      url_ = o.database_url;
+    }
+    auto conn = Connect();
+    auto m = store::Migrate(conn, DeadlineIn(std::chrono::minutes(2)));
+    if (!m.ok()) throw std::runtime_error(m.error().message);
+    // A fresh slate when reusing a given database.
+    conn.Exec("TRUNCATE taskmill.task, taskmill.task_resource, taskmill.idle_worker, "
+              "taskmill.app, taskmill.lease CASCADE",
+              DeadlineIn(kTimeout));
+    TaskRegistry registry;
+    RegisterBuiltins(registry);
+    store::RegisterFunctions(conn, registry.Names(), DeadlineIn(kTimeout));
+    conn.Exec("VACUUM ANALYZE", DeadlineIn(std::chrono::minutes(5)));
+  }
+  pg::Connection Connect() const {
+    return pg::Connection::Open(url_, DeadlineIn(std::chrono::seconds(10)));
+  }
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string url_;
+};
+
+std::vector<Subprocess> StartWorkers(const Database& db, int n, bool in_process,
+                                     std::vector<std::string> extra = {}) {
+  std::vector<Subprocess> out;
+  for (int i = 0; i < n; ++i) {
+    SubprocessOptions so;
+    so.argv = {TaskmillBinary(), "--database-url", db.url(), "--log-level", "warn", "worker",
+               "--name", fmt::format("bench-{}", i)};
+    if (in_process) so.argv.push_back("--in-process");
+    so.argv.insert(so.argv.end(), extra.begin(), extra.end());
+    so.output_file = fmt::format("/tmp/taskmill-bench-worker-{}.log", i);
+    out.push_back(Subprocess::Start(so));
+  }
+  return out;
+}
+
+void WaitForWorkers(pg::Connection& conn, int n, bool idle) {
+  Deadline deadline = DeadlineIn(std::chrono::minutes(2));
+  const char* sql = idle ? "SELECT count(*) FROM taskmill.idle_worker"
+                         : "SELECT count(*) FROM taskmill.app WHERE app_type = 'worker'";
+  while (conn.Exec(sql, DeadlineIn(kTimeout)).GetInt(0, 0) < n) {
+    if (Expired(deadline)) throw std::runtime_error("workers did not come up");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void WaitAllFinished(pg::Connection& conn) {
+  Deadline deadline = DeadlineIn(std::chrono::minutes(10));
+  while (conn.Exec("SELECT count(*) FROM taskmill.task WHERE state IN ('waiting', 'running') "
+                   "AND NOT 'busy' = ANY (exclusive_resources)",
+                   DeadlineIn(kTimeout))
+             .GetInt(0, 0) > 0) {
+    if (Expired(deadline)) throw std::runtime_error("tasks did not finish");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+constexpr const char* kDispatchSql =
+    "SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY[gen_random_uuid()::text])";
+
+// Dispatches of no-op tasks, each with a fresh resource, from `connections`
+// threads for `seconds`. Returns dispatches per second.
+double DispatchRate(const Database& db, int connections, double seconds, int pipeline) {
+  std::atomic<int64_t> total{0};
+  std::atomic<bool> go{false}, stop{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < connections; ++i) {
+    threads.emplace_back([&] {
+      auto conn = db.Connect();
+      std::vector<pg::Connection::Statement> batch(pipeline, {kDispatchSql, {}});
+      while (!go) std::this_thread::yield();
+      int64_t n = 0;
+      while (!stop) {
+        if (pipeline <= 1) {
+          conn.Exec(kDispatchSql, DeadlineIn(kTimeout));
+          ++n;
+        } else {
+          n += static_cast<int64_t>(conn.ExecPipeline(batch, DeadlineIn(kTimeout)).size());
+        }
+      }
+      total += n;
+    });
+  }
+  auto start = Clock::now();
+  go = true;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  return static_cast<double>(total) / elapsed;
+}
+
+// Pickup latencies (started_at - unblocked_at, ms) of tasks dispatched one at
+// a time every interval_ms to idle workers, skipping tasks on 'busy'.
+std::vector<double> PickupLatencies(pg::Connection& conn, int tasks, int interval_ms) {
+  for (int i = 0; i < tasks; ++i) {
+    conn.Exec(kDispatchSql, DeadlineIn(kTimeout));
+    std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+  }
+  WaitAllFinished(conn);
+  auto res = conn.Exec(
+      "SELECT extract(epoch FROM started_at - unblocked_at) * 1000 FROM taskmill.task "
+      "WHERE state = 'completed' AND NOT 'busy' = ANY (exclusive_resources) "
+      "ORDER BY seq DESC LIMIT $1",
+      pg::Params().Add(tasks), DeadlineIn(kTimeout));
+  std::vector<double> ms;
+  for (int i = 0; i < res.rows(); ++i) ms.push_back(res.GetDouble(i, 0));
+  return ms;
+}
+
+int Dispatch(const Options& o) {
+  fmt::print("dispatch: {} connection(s), pipeline depth {}, {} s per run, no-op tasks each with a "
+             "fresh exclusive resource\n",
+             o.connections, o.pipeline, o.seconds);
+  std::vector<double> rates;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    rates.push_back(DispatchRate(db, o.connections, o.seconds, o.pipeline));
+    fmt::print("  run {}: {:.0f} dispatches/s\n", r + 1, rates.back());
+  }
+  fmt::print("median: {:.0f} dispatches/s\n", Median(rates));
+  return 0;
+}
+
+int EndToEnd(const Options& o) {
+  fmt::print("e2e: {} worker(s), {}, {} no-op tasks dispatched first, then the workers start\n",
+             o.workers, o.in_process ? "in-process" : "a child process per task", o.tasks);
+  std::vector<double> rates;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    auto conn = db.Connect();
+    std::vector<pg::Connection::Statement> batch(64, {kDispatchSql, {}});
+    for (int i = 0; i < o.tasks; i += 64) conn.ExecPipeline(batch, DeadlineIn(kTimeout));
+    auto workers = StartWorkers(db, o.workers, o.in_process);
+    WaitAllFinished(conn);
+    auto res = conn.Exec(
+        "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at)) "
+        "FROM taskmill.task WHERE state = 'completed'",
+        DeadlineIn(kTimeout));
+    double n = res.GetDouble(0, 0), secs = res.GetDouble(0, 1);
+    rates.push_back(n / secs);
+    fmt::print("  run {}: {:.0f} tasks in {:.2f} s = {:.0f} tasks/s\n", r + 1, n, secs,
+               rates.back());
+    for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
+  }
+  fmt::print("median: {:.0f} tasks/s\n", Median(rates));
+  return 0;
+}
+
+int Latency(const Options& o) {
+  fmt::print("latency: {} worker(s) idle, one no-op task every {} ms, {} tasks; "
+             "pickup = started_at - unblocked_at\n",
+             o.workers, o.interval_ms, o.tasks);
+  std::vector<double> p50s;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    auto conn = db.Connect();
+    auto workers = StartWorkers(db, o.workers, false);
+    WaitForWorkers(conn, o.workers, true);
+    auto ms = PickupLatencies(conn, o.tasks, o.interval_ms);
+    p50s.push_back(Percentile(ms, 0.5));
+    fmt::print("  run {}: p50 {:.2f} ms, p95 {:.2f} ms, p99 {:.2f} ms, max {:.2f} ms\n", r + 1,
+               p50s.back(), Percentile(ms, 0.95), Percentile(ms, 0.99), Percentile(ms, 1.0));
+    for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
+  }
+  fmt::print("median p50: {:.2f} ms\n", Median(p50s));
+  return 0;
+}
+
+// Unrelated dispatch rate and pickup latency with and without a large
+// backlog waiting behind one busy resource.
+int Backlog(const Options& o) {
+  fmt::print("backlog: {} tasks waiting behind one busy resource vs an empty queue; dispatch on "
+             "{} connection(s) for {} s, then latency of {} tasks every {} ms with {} workers\n",
+             o.waiting, o.connections, o.seconds, o.tasks, o.interval_ms, o.workers);
+  std::vector<double> rate_empty, rate_full, p50_empty, p50_full;
+  for (int r = 0; r < o.runs; ++r) {
+    for (bool full : {false, true}) {
+      Database db(o);
+      auto conn = db.Connect();
+      if (full) {
+        conn.Exec("SELECT taskmill.dispatch('taskmill.sleep', '[]', '{\"seconds\": 3600}', "
+                  "ARRAY['busy'])",
+                  DeadlineIn(kTimeout));
+        std::vector<pg::Connection::Statement> batch(
+            100, {"SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY['busy'])", {}});
+        for (int i = 0; i < o.waiting; i += 100) conn.ExecPipeline(batch, DeadlineIn(kTimeout));
+        conn.Exec("VACUUM ANALYZE taskmill.task", DeadlineIn(std::chrono::minutes(5)));
+      }
+      double rate = DispatchRate(db, o.connections, o.seconds, 1);
+      // One extra worker holds the busy task for the whole measurement.
+      auto workers = StartWorkers(db, o.workers + (full ? 1 : 0), false);
+      WaitForWorkers(conn, o.workers, true);
+      WaitAllFinished(conn);
+      auto ms = PickupLatencies(conn, o.tasks, o.interval_ms);
+      double p50 = Percentile(ms, 0.5);
+      (full ? rate_full : rate_empty).push_back(rate);
+      (full ? p50_full : p50_empty).push_back(p50);
+      fmt::print("  run {} {}: {:.0f} dispatches/s, pickup p50 {:.2f} ms p95 {:.2f} ms\n", r + 1,
+                 full ? "with backlog" : "empty queue ", rate, p50, Percentile(ms, 0.95));
+      for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
+    }
+  }
+  fmt::print("median empty: {:.0f} dispatches/s, p50 {:.2f} ms\n", Median(rate_empty),
+             Median(p50_empty));
+  fmt::print("median with {} waiting: {:.0f} dispatches/s ({:.2f}x), p50 {:.2f} ms ({:.2f}x)\n",
+             o.waiting, Median(rate_full), Median(rate_empty) / Median(rate_full),
+             Median(p50_full), Median(p50_full) / std::max(Median(p50_empty), 1e-9));
+  return 0;
+}
+
+int64_t Transactions(pg::Connection& conn) {
+  // Statistics reach the cumulative views within about a second.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  conn.Exec("SELECT pg_stat_clear_snapshot()", DeadlineIn(kTimeout));
+  return conn.Exec("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                   "WHERE datname = current_database()",
+                   DeadlineIn(kTimeout))
+      .GetInt(0, 0);
+}
+
+// Database transactions (each of taskmill's statements is one) per dispatched
+// task with a large idle fleet, and the fleet's idle cost per second.
+int Idle(const Options& o) {
+  fmt::print("idle: {} idle workers; {} tasks, one every {} ms; counting server transactions\n",
+             o.workers, o.tasks, o.interval_ms);
+  std::vector<double> per_task, idle_rate;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    auto conn = db.Connect();
+    auto workers = StartWorkers(db, o.workers, false);
+    WaitForWorkers(conn, o.workers, true);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    int64_t t0 = Transactions(conn);
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    int64_t t1 = Transactions(conn);
+    // Our own two statistics reads are in there; negligible.
+    double idle_per_s = static_cast<double>(t1 - t0) / 11.5;
+    auto start = Clock::now();
+    for (int i = 0; i < o.tasks; ++i) {
+      conn.Exec(kDispatchSql, DeadlineIn(kTimeout));
+      std::this_thread::sleep_for(std::chrono::milliseconds(o.interval_ms));
+    }
+    WaitAllFinished(conn);
+    double elapsed = std::chrono::duration<double>(Clock::now() - start).count() + 1.5;
+    int64_t t2 = Transactions(conn);
+    double total = static_cast<double>(t2 - t1);
+    double background = idle_per_s * elapsed;
+    per_task.push_back((total - background) / o.tasks);
+    idle_rate.push_back(idle_per_s);
+    fmt::print("  run {}: idle fleet {:.1f} transactions/s; {:.0f} transactions during {} tasks "
+               "({:.1f} s), {:.2f} per task beyond the idle background\n",
+               r + 1, idle_per_s, total, o.tasks, elapsed, per_task.back());
+    for (auto& w : workers) w.Signal(SIGTERM);
+    for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
+  }
+  fmt::print("median: {:.2f} transactions per task, idle fleet {:.1f} transactions/s\n",
+             Median(per_task), Median(idle_rate));
+  return 0;
+}
+
+}  // namespace
+}  // namespace taskmill::bench
+
+int main(int argc, char** argv) {
+  using namespace taskmill::bench;
+  CLI::App app{"taskmill benchmarks", "taskmill-bench"};
+  app.require_subcommand(1);
+  Options o;
+  app.add_option("--database-url", o.database_url, "Use this database (it is emptied!)");
+  app.add_option("--runs", o.runs, "Runs per scenario")->capture_default_str();
+  auto* dispatch = app.add_subcommand("dispatch", "Dispatch rate");
+  dispatch->add_option("--connections", o.connections)->capture_default_str();
+  dispatch->add_option("--seconds", o.seconds)->capture_default_str();
+  dispatch->add_option("--pipeline", o.pipeline, "Dispatches in flight per connection")
+      ->capture_default_str();
+  auto* e2e = app.add_subcommand("e2e", "End-to-end no-op throughput");
+  e2e->add_option("--workers", o.workers)->capture_default_str();
+  e2e->add_flag("--in-process", o.in_process);
+  e2e->add_option("--tasks", o.tasks)->capture_default_str();
+  auto* latency = app.add_subcommand("latency", "Pickup latency at low load");
+  latency->add_option("--workers", o.workers)->capture_default_str();
+  latency->add_option("--tasks", o.tasks)->capture_default_str();
+  latency->add_option("--interval-ms", o.interval_ms)->capture_default_str();
+  auto* backlog = app.add_subcommand("backlog", "Unrelated work behind a large backlog");
+  backlog->add_option("--waiting", o.waiting)->capture_default_str();
+  backlog->add_option("--connections", o.connections)->capture_default_str();
+  backlog->add_option("--seconds", o.seconds)->capture_default_str();
+  backlog->add_option("--tasks", o.tasks)->capture_default_str();
+  backlog->add_option("--interval-ms", o.interval_ms)->capture_default_str();
+  backlog->add_option("--workers", o.workers)->capture_default_str();
+  auto* idle = app.add_subcommand("idle", "Database cost of an idle fleet");
+  idle->add_option("--workers", o.workers)->capture_default_str();
+  idle->add_option("--tasks", o.tasks)->capture_default_str();
+  idle->add_option("--interval-ms", o.interval_ms)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*dispatch) return Dispatch(o);
+    if (*e2e) return EndToEnd(o);
+    if (*latency) return Latency(o);
+    if (*backlog) return Backlog(o);
+    if (*idle) return Idle(o);
+  } catch (const std::exception& e) {
+    std::cerr << "taskmill-bench: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: install what is missing, build, and run the
+# whole suite. Each test program starts and removes its own PostgreSQL.
+# Extra arguments go to ctest (e.g. -L fault, -R store).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build.sh
+cd build
+ctest --output-on-failure "$@"

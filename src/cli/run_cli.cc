@@ -1,0 +1,49 @@
+#include "cli/run_cli.h"
+
+#include <iostream>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "taskmill/main.h"
+
+namespace taskmill::cli {
+
+int RunCli(int argc, char** argv, TaskRegistry& registry) {
+  CLI::App app{"taskmill: a distributed task system on PostgreSQL", "taskmill"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("taskmill ") + TASKMILL_VERSION);
+  GlobalOptions options;
+  options.registry = &registry;
+  app.add_option("--database-url", options.database_url,
+                 "PostgreSQL URL or conninfo (default: $TASKMILL_DATABASE_URL, else the embedded "
+                 "database of `taskmill up`)");
+  app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.fallthrough();
+  AddCoreCommands(app, options);
+  AddApiCommands(app, options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    return e.get_exit_code();
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    // CLI11 uses 0 for --help and --version, 106/109 etc. for usage errors:
+    // one code for all bad usage.
+    return rc == 0 ? 0 : 2;
+  } catch (const std::exception& e) {
+    std::cerr << "taskmill: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace taskmill::cli
+
+namespace taskmill {
+int RunMain(int argc, char** argv, TaskRegistry& registry) {
+  return cli::RunCli(argc, argv, registry);
+}
+}  // namespace taskmill

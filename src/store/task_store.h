@@ -1,0 +1,130 @@
+// The store: every read and write of taskmill's tables, as C++ calls.
+//
+// Each function runs one statement (most call a SQL function defined in
+// migrations/) on a connection the caller owns. Expected failures (bad input,
+// unknown ids, finished tasks) come back as Result errors mapped from the
+// SQLSTATEs of class TM that the SQL functions raise; anything else the
+// database reports is thrown as a pg::Error (src/pg/errors.h).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pg/connection.h"
+#include "taskmill/dispatch.h"
+#include "taskmill/result.h"
+#include "taskmill/task.h"
+
+namespace taskmill::store {
+
+// Maps an error raised by one of our SQL functions (SQLSTATE TMxxx) to an
+// Error; returns nullopt for any other error (to be rethrown).
+std::optional<Error> MapSqlError(const pg::Error& e);
+
+// --- dispatch and cancel --------------------------------------------------
+
+// `run_here`: the id of the calling process, for an immediate task it will
+// run itself if its resources are free (see taskmill.dispatch_task).
+Result<DispatchOutcome> DispatchTask(pg::Connection& conn, const DispatchRequest& request,
+                                     const std::optional<std::string>& run_here, Deadline deadline);
+
+// Returns the state after the cancel ("canceled" or "canceling").
+Result<TaskState> CancelTask(pg::Connection& conn, const std::string& task_id, Deadline deadline);
+// Returns how many tasks were canceled or are being canceled.
+Result<int> CancelTaskGroup(pg::Connection& conn, const std::string& group_id, Deadline deadline);
+Result<std::string> CreateTaskGroup(pg::Connection& conn, const std::string& description,
+                                    Deadline deadline);
+
+// --- reading --------------------------------------------------------------
+
+Result<Task> GetTask(pg::Connection& conn, const std::string& task_id, Deadline deadline);
+
+struct TaskFilter {
+  std::vector<TaskState> states;  // any of these; empty = all
+  std::optional<std::string> name;
+  std::optional<std::string> task_group;
+  int limit = 100;  // <= 0: no limit
+  int offset = 0;
+};
+// Newest first.
+std::vector<Task> ListTasks(pg::Connection& conn, const TaskFilter& filter, Deadline deadline);
+
+std::vector<App> ListApps(pg::Connection& conn, const std::optional<std::string>& app_type,
+                          Deadline deadline);
+
+// Builds a Task from a row of taskmill.task_view (or taskmill.claim()'s
+// result joined to it) at `row`.
+Task TaskFromRow(const pg::Result& res, int row);
+App AppFromRow(const pg::Result& res, int row);
+
+// The column list to select from taskmill.task_view for TaskFromRow.
+extern const char* const kTaskColumns;
+
+// --- processes --------------------------------------------------------------
+
+struct AppRegistration {
+  std::string app_type;  // "worker" or "api"
+  std::string name;
+  std::string hostname;
+  int pid = 0;
+  double ttl_seconds = 30;
+  std::vector<std::string> functions;
+};
+struct RegisteredApp {
+  std::string id;
+  std::string channel;  // NOTIFY channel of this process
+};
+RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Deadline deadline);
+// False if the row is gone: the process was declared dead.
+bool Heartbeat(pg::Connection& conn, const std::string& app_id, Deadline deadline);
+void DeregisterApp(pg::Connection& conn, const std::string& app_id, Deadline deadline);
+// Adds function names to taskmill.task_function (what dispatch accepts).
+void RegisterFunctions(pg::Connection& conn, const std::vector<std::string>& names,
+                       Deadline deadline);
+
+// --- worker side ------------------------------------------------------------
+
+// Claims the next ready task (see taskmill.claim). nullopt if none; then, if
+// `idle`, the process is on the idle list. Returns kConflict if `app_id` was
+// declared dead (fenced).
+Result<std::optional<Task>> Claim(pg::Connection& conn, const std::string& app_id, bool idle,
+                                  Deadline deadline);
+
+// Records the outcome. `state` is kCompleted, kFailed or kCanceled. Returns
+// the final state, or nullopt if `app_id` no longer owns the task (fenced):
+// nothing was written.
+std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& task_id,
+                                    const std::string& app_id, TaskState state,
+                                    const nlohmann::json& result, const nlohmann::json& error,
+                                    Deadline deadline);
+
+bool ReportProgress(pg::Connection& conn, const std::string& task_id, const std::string& app_id,
+                    const nlohmann::json& report, Deadline deadline);
+
+// Current state of a task, or nullopt if it does not exist.
+std::optional<TaskState> TaskStateOf(pg::Connection& conn, const std::string& task_id,
+                                     Deadline deadline);
+
+// Unblocks tasks behind released resources; returns how many.
+int ProcessReleases(pg::Connection& conn, Deadline deadline);
+// Re-examines every blocked task (worker start).
+int UnblockAll(pg::Connection& conn, Deadline deadline);
+
+// --- janitor ----------------------------------------------------------------
+
+bool TryLease(pg::Connection& conn, const std::string& name, const std::string& holder,
+              double seconds, Deadline deadline);
+struct MissingApp {
+  std::string id, name, app_type;
+};
+std::vector<MissingApp> DeleteMissingApps(pg::Connection& conn, Deadline deadline);
+struct OrphanedTask {
+  std::string id;
+  TaskState state;
+};
+std::vector<OrphanedTask> OrphanedTasks(pg::Connection& conn, int limit, Deadline deadline);
+std::optional<TaskState> FinalizeOrphan(pg::Connection& conn, const std::string& task_id,
+                                        Deadline deadline);
+
+}  // namespace taskmill::store

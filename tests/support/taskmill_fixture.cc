@@ -1,0 +1,116 @@
+#include "support/taskmill_fixture.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "taskmill/registry.h"
+#include "store/migrate.h"
+#include "store/task_store.h"
+#include "support/test_postgres.h"
+
+namespace taskmill::testing {
+
+pg::Connection Connect(const std::string& conninfo) {
+  return pg::Connection::Open(conninfo, DeadlineIn(std::chrono::seconds(10)));
+}
+
+std::string MigratedTestDatabase() {
+  std::string conninfo = CreateTestDatabase();
+  auto conn = Connect(conninfo);
+  auto applied = store::Migrate(conn, DeadlineIn(std::chrono::minutes(1)));
+  if (!applied.ok()) throw std::runtime_error(applied.error().message);
+  TaskRegistry registry;
+  RegisterBuiltins(registry);
+  store::RegisterFunctions(conn, registry.Names(), DeadlineIn(std::chrono::seconds(10)));
+  return conninfo;
+}
+
+Subprocess StartTaskmill(const std::vector<std::string>& args, std::string* log_path) {
+  static std::atomic<int> counter{0};
+  std::string log = fmt::format("{}/taskmill-test-{}-{}.log", ::testing::TempDir(), getpid(),
+                                counter++);
+  std::remove(log.c_str());
+  SubprocessOptions so;
+  so.argv = {TASKMILL_BINARY};
+  so.argv.insert(so.argv.end(), args.begin(), args.end());
+  so.output_file = log;
+  if (log_path != nullptr) *log_path = log;
+  return Subprocess::Start(so);
+}
+
+CommandResult RunTaskmill(const std::vector<std::string>& args,
+                          const std::vector<std::string>& env) {
+  int out_pipe[2], err_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    throw std::runtime_error("pipe failed");
+  }
+  std::vector<std::string> argv = {TASKMILL_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out_pipe[1], 1);
+    dup2(err_pipe[1], 2);
+    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  close(err_pipe[1]);
+  CommandResult r;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  Deadline deadline = DeadlineIn(std::chrono::seconds(60));
+  while (open_fds > 0 && !Expired(deadline)) {
+    poll(fds, 2, MillisLeft(deadline));
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      char buf[4096];
+      ssize_t n = read(fds[i].fd, buf, sizeof(buf));
+      if (n > 0) {
+        (i == 0 ? r.out : r.err).append(buf, static_cast<size_t>(n));
+      } else {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  if (open_fds > 0) kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code = ExitCodeOf(status);
+  return r;
+}
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  Deadline deadline = DeadlineIn(limit);
+  while (!Expired(deadline)) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace taskmill::testing
