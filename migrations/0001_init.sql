@@ -452,18 +452,17 @@ END $$;
 
 CREATE FUNCTION taskmill.register_app(
   p_app_type text, p_name text, p_hostname text, p_pid integer, p_version text,
-  p_ttl_seconds double precision, p_functions text[])
-RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE
-  v_id uuid := gen_random_uuid();
+  p_ttl_seconds double precision, p_functions text[], OUT id uuid, OUT channel text)
+LANGUAGE plpgsql AS $$
 BEGIN
-  INSERT INTO taskmill.app (id, app_type, name, hostname, pid, version, ttl, channel)
-  VALUES (v_id, p_app_type, p_name, p_hostname, p_pid, p_version,
-          make_interval(secs => p_ttl_seconds), 'taskmill_' || replace(v_id::text, '-', ''));
+  id := gen_random_uuid();
+  channel := 'taskmill_' || replace(id::text, '-', '');
+  INSERT INTO taskmill.app AS a (id, app_type, name, hostname, pid, version, ttl, channel)
+  VALUES (id, p_app_type, p_name, p_hostname, p_pid, p_version,
+          make_interval(secs => p_ttl_seconds), channel);
   INSERT INTO taskmill.task_function AS f (name)
   SELECT DISTINCT unnest(coalesce(p_functions, '{}'))
   ON CONFLICT (name) DO UPDATE SET last_seen = clock_timestamp();
-  RETURN v_id;
 END $$;
 
 -- Returns false if the app row is gone: the caller was declared dead and
@@ -674,6 +673,28 @@ BEGIN
   END IF;
   RETURN taskmill._finalize(p_task, v_owner, ARRAY['running', 'canceling'], 'failed', NULL,
                             jsonb_build_object('reason', 'Worker has gone missing.'));
+END $$;
+
+-- After a database fault a worker may have claimed a task without learning
+-- it (the claim committed, the answer was lost). Such a task never started:
+-- put it back in line (it keeps its place and its unblocked_at). Tasks being
+-- canceled end canceled. p_current is the task the worker really runs.
+CREATE FUNCTION taskmill.requeue_lost(p_app uuid, p_current uuid) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_id uuid;
+  n integer := 0;
+BEGIN
+  UPDATE taskmill.task t
+     SET state = 'waiting', app_lock = NULL, worker_name = NULL, started_at = NULL
+   WHERE t.app_lock = p_app AND t.state = 'running' AND t.id IS DISTINCT FROM p_current;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  FOR v_id IN SELECT t.id FROM taskmill.task t WHERE t.app_lock = p_app AND t.state = 'canceling'
+                 AND t.id IS DISTINCT FROM p_current LOOP
+    PERFORM taskmill._finalize(v_id, p_app, ARRAY['canceling'], 'canceled', NULL, NULL);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
 END $$;
 
 -- Re-examines every blocked waiting task. Not needed in normal operation

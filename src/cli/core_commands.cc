@@ -289,6 +289,8 @@ void AddTasks(CLI::App& app, GlobalOptions& options) {
     auto conn = ConnectOrFail(options);
     auto st = store::CancelTask(conn, *cancel_id, DeadlineIn(kCliTimeout));
     if (!st.ok()) Fail(st.error());
+    // Let the tasks behind a canceled waiting task through now.
+    if (*st == TaskState::kCanceled) store::ProcessReleases(conn, DeadlineIn(kCliTimeout));
     fmt::print("{}\n", TaskStateName(*st));
   });
 }

@@ -114,10 +114,10 @@ class Connection {
   Result Exec(std::string_view sql, const Params& params, Deadline deadline);
   Result Exec(std::string_view sql, Deadline deadline) { return Exec(sql, Params(), deadline); }
 
-  // Runs several statements in one round trip using libpq pipeline mode.
-  // Each statement is its own implicit transaction unless the batch contains
-  // BEGIN/COMMIT. Returns one Result per statement; if one fails, the rest of
-  // the pipeline is skipped by the server and the first error is thrown.
+  // Runs several statements in one round trip using libpq pipeline mode,
+  // with a sync after each: each statement is its own implicit transaction
+  // and commits on its own. Returns one Result per statement. If any failed,
+  // the others still ran (and committed), and the first error is thrown.
   struct Statement {
     std::string sql;
     Params params;

@@ -203,8 +203,8 @@ std::vector<App> ListApps(pg::Connection& conn, const std::optional<std::string>
 
 RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Deadline deadline) {
   auto res = conn.Exec(
-      "SELECT a.id, a.channel FROM taskmill.app a WHERE a.id = taskmill.register_app("
-      "$1, $2, $3, $4::integer, $5, $6::float8, $7::text[])",
+      "SELECT id, channel FROM taskmill.register_app($1, $2, $3, $4::integer, $5, $6::float8, "
+      "$7::text[])",
       pg::Params()
           .Add(reg.app_type)
           .Add(reg.name)
@@ -285,6 +285,13 @@ std::optional<TaskState> TaskStateOf(pg::Connection& conn, const std::string& ta
 
 int ProcessReleases(pg::Connection& conn, Deadline deadline) {
   return static_cast<int>(conn.Exec("SELECT taskmill.process_releases()", deadline).GetInt(0, 0));
+}
+
+int RequeueLost(pg::Connection& conn, const std::string& app_id,
+                const std::optional<std::string>& current, Deadline deadline) {
+  return static_cast<int>(conn.Exec("SELECT taskmill.requeue_lost($1::uuid, $2::uuid)",
+                                    pg::Params().Add(app_id).Add(current), deadline)
+                              .GetInt(0, 0));
 }
 
 int UnblockAll(pg::Connection& conn, Deadline deadline) {

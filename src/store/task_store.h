@@ -106,6 +106,11 @@ bool ReportProgress(pg::Connection& conn, const std::string& task_id, const std:
 std::optional<TaskState> TaskStateOf(pg::Connection& conn, const std::string& task_id,
                                      Deadline deadline);
 
+// Puts back in line tasks claimed by `app_id` that it is not running (a
+// claim whose answer was lost to a database fault). Returns how many.
+int RequeueLost(pg::Connection& conn, const std::string& app_id,
+                const std::optional<std::string>& current, Deadline deadline);
+
 // Unblocks tasks behind released resources; returns how many.
 int ProcessReleases(pg::Connection& conn, Deadline deadline);
 // Re-examines every blocked task (worker start).

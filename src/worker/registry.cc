@@ -1,3 +1,6 @@
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <stdexcept>
 #include <thread>
@@ -44,9 +47,24 @@ void RegisterBuiltins(TaskRegistry& registry) {
     if (seconds < 0 || seconds > 7 * 24 * 3600) {
       throw std::invalid_argument("kwarg 'seconds' must be between 0 and 604800");
     }
+    // For fault tests: `journal` names a file that gets "<task id> <pid>",
+    // one line per run, so a test can prove no task ran twice and find the
+    // process that ran it.
+    if (kwargs.contains("journal")) {
+      if (!kwargs["journal"].is_string()) throw std::invalid_argument("kwarg 'journal' must be a path");
+      std::string line = fmt::format("{} {}\n", ctx.task_id(), getpid());
+      int fd = open(kwargs["journal"].get<std::string>().c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+      if (fd < 0) throw std::runtime_error("cannot open the journal file");
+      [[maybe_unused]] ssize_t n = write(fd, line.data(), line.size());
+      close(fd);
+    }
+    // `ignore_cancel`: a task that pays no attention to cancellation or
+    // SIGUSR1, as badly written ones do.
+    bool stubborn = kwargs.value("ignore_cancel", false);
+    if (stubborn) std::signal(SIGUSR1, SIG_IGN);
     Deadline end = DeadlineIn(std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6)));
     // Short naps so that a cancel is noticed within ~10 ms.
-    while (!Expired(end) && !ctx.canceled()) {
+    while (!Expired(end) && (stubborn || !ctx.canceled())) {
       auto left = end - Clock::now();
       std::this_thread::sleep_for(std::min<Clock::duration>(left, std::chrono::milliseconds(10)));
     }

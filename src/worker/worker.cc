@@ -99,6 +99,10 @@ class Worker::Impl {
     bool cancel_requested = false;
     bool aborted = false;
     bool fenced = false;
+    // We could not heartbeat for most of our TTL: we are about to be declared
+    // dead, so the task is stopped before anyone else may start a
+    // conflicting one.
+    bool self_fenced = false;
     std::optional<Deadline> kill_at;
   };
 
@@ -144,10 +148,12 @@ class Worker::Impl {
   pg::Connection listener_;
   std::string app_id_;
   std::string channel_;
+  std::optional<std::string> current_task_;  // the task being run, if any
 
   StopMode stop_ = StopMode::kNone;
   std::optional<Deadline> abort_at_;
   Deadline next_heartbeat_{};
+  Deadline last_heartbeat_ok_{};
   Deadline next_janitor_{};
   // Declaring others dead needs our own view of time to be continuous: not
   // before we have been connected for a whole TTL.
@@ -180,6 +186,7 @@ void Worker::Impl::Register() {
   app_id_ = app.id;
   channel_ = app.channel;
   next_heartbeat_ = Clock::now() + ToDuration(options_.heartbeat_interval);
+  last_heartbeat_ok_ = Clock::now();
   spdlog::info("worker {} registered as {} (heartbeat {}s, ttl {}s, {})", options_.name, app_id_,
                options_.heartbeat_interval, options_.ttl,
                options_.in_process ? "in-process" : "child process per task");
@@ -209,6 +216,8 @@ bool Worker::Impl::Reconnect(const pg::Error& cause) {
       }
       listener_ = pg::Connection();
       ConnectListener();
+      int lost = store::RequeueLost(conn_, app_id_, current_task_, DeadlineIn(kQueryTimeout));
+      if (lost > 0) spdlog::warn("put {} task(s) claimed during the outage back in line", lost);
       spdlog::info("database reachable again after {:.1f}s",
                    Seconds(Clock::now() - since).count());
       return true;
@@ -222,7 +231,9 @@ bool Worker::Impl::Reconnect(const pg::Error& cause) {
 
 void Worker::Impl::Heartbeat() {
   next_heartbeat_ = Clock::now() + ToDuration(options_.heartbeat_interval);
-  if (!store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
+  if (store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
+    last_heartbeat_ok_ = Clock::now();
+  } else {
     spdlog::error("this worker ({}) was declared dead by the janitor (no heartbeat within {}s); "
                   "its tasks were failed; rejoining as a new worker",
                   app_id_, options_.ttl);
@@ -238,7 +249,10 @@ void Worker::Impl::MaybeHeartbeat() {
 
 void Worker::Impl::MaybeJanitor() {
   if (!options_.janitor || Clock::now() < next_janitor_) return;
-  next_janitor_ = Clock::now() + Jitter(options_.heartbeat_interval);
+  // Every interval (at most 20% early): a dead worker is declared missing
+  // within TTL plus one interval.
+  next_janitor_ = Clock::now() + ToDuration(options_.heartbeat_interval *
+                                            std::uniform_real_distribution<double>(0.8, 1.0)(rng_));
   if (Clock::now() < janitor_eligible_at_) return;
   auto deadline = DeadlineIn(kQueryTimeout);
   if (!store::TryLease(conn_, "janitor", app_id_, options_.heartbeat_interval * 3, deadline)) {
@@ -344,7 +358,9 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
   try {
     if (Clock::now() >= next_heartbeat_) {
       next_heartbeat_ = Clock::now() + ToDuration(options_.heartbeat_interval);
-      if (!store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
+      if (store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
+        last_heartbeat_ok_ = Clock::now();
+      } else {
         spdlog::error("this worker was declared dead while running task {}; stopping the task "
                       "without recording anything (the janitor already decided its outcome)",
                       task.id);
@@ -372,6 +388,15 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
   auto signal_child = [&](int signo) {
     if (child > 0) kill(child, signo);
   };
+  if (!sup.self_fenced && !sup.fenced &&
+      Clock::now() - last_heartbeat_ok_ > ToDuration(options_.ttl * 0.8)) {
+    spdlog::error("no heartbeat for {:.1f}s (ttl {}s): stopping task {} before this worker is "
+                  "declared dead",
+                  Seconds(Clock::now() - last_heartbeat_ok_).count(), options_.ttl, task.id);
+    sup.self_fenced = true;
+    if (flag != nullptr) flag->store(true);
+    signal_child(SIGKILL);
+  }
   if (sup.fenced) {
     signal_child(SIGKILL);
     if (flag != nullptr) flag->store(true);
@@ -501,7 +526,10 @@ worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
   FlushProgress(task, true);
 
   worker::Outcome out;
-  if (sup.aborted) {
+  if (sup.self_fenced) {
+    out.state = TaskState::kFailed;
+    out.error = {{"reason", "Stopped: the worker lost the database for longer than its TTL."}};
+  } else if (sup.aborted) {
     out.state = TaskState::kFailed;
     out.error = {{"reason", "Aborted during worker shutdown."}};
   } else if (sup.cancel_requested) {
@@ -651,6 +679,7 @@ void Worker::Impl::RunTask(const Task& task) {
   spdlog::debug("task {} ({}) started", task.id, task.name);
   Supervision sup;
   worker::Outcome outcome;
+  current_task_ = task.id;
   pending_progress_.clear();
   next_state_poll_ = Clock::now() + kStatePollInterval;
   if (task.immediate) {
@@ -661,6 +690,10 @@ void Worker::Impl::RunTask(const Task& task) {
     outcome = RunInChild(task, sup);
   }
   ++tasks_run_;
+  struct ClearCurrent {
+    std::optional<std::string>& c;
+    ~ClearCurrent() { c.reset(); }
+  } clear_current{current_task_};
   if (sup.fenced) {
     // Our identity was declared dead: rejoin as a new worker.
     Register();

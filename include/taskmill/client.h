@@ -1,0 +1,53 @@
+// Client: the C++ door to a taskmill database, for programs that dispatch,
+// inspect or cancel tasks.
+//
+// A Client owns one database connection and is used by one thread at a time
+// (make one per thread). It reconnects on the next call after the connection
+// broke. Expected failures (bad input, unknown ids, finished tasks) are
+// Result errors; database failures are thrown as taskmill::pg::Error, whose
+// retryable() says whether trying again may help (src/pg/errors.h).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "taskmill/deadline.h"
+#include "taskmill/dispatch.h"
+#include "taskmill/result.h"
+#include "taskmill/task.h"
+
+namespace taskmill {
+
+class Client {
+ public:
+  // `database_url`: a postgresql:// URL or a libpq conninfo string. Connects
+  // at once; throws pg::ConnectionError if the server cannot be reached by
+  // the deadline. Fails with kSchemaMismatch if the schema is not this
+  // program's (run `taskmill migrate`).
+  static Result<Client> Connect(const std::string& database_url, Deadline deadline);
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();
+
+  // Creates a task (see include/taskmill/dispatch.h for the contract).
+  Result<DispatchOutcome> Dispatch(const DispatchRequest& request, Deadline deadline);
+  // Cancels a task: returns kCanceled (it was waiting) or kCanceling (its
+  // owner is stopping it). kNotFound for an unknown id, kConflict for a
+  // finished task (nothing changes).
+  Result<TaskState> Cancel(const std::string& task_id, Deadline deadline);
+  // Cancels every unfinished task of a group; returns how many.
+  Result<int> CancelGroup(const std::string& group_id, Deadline deadline);
+  Result<std::string> CreateGroup(const std::string& description, Deadline deadline);
+  Result<Task> Get(const std::string& task_id, Deadline deadline);
+  // Newest first; empty `states` means all states.
+  std::vector<Task> List(const std::vector<TaskState>& states, int limit, Deadline deadline);
+
+ private:
+  class Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace taskmill
