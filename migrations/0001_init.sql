@@ -241,97 +241,144 @@ CREATE FUNCTION taskmill.dispatch_task(
   p_logging_cid text DEFAULT NULL,
   p_run_here uuid DEFAULT NULL,
   OUT id uuid, OUT state text, OUT ready boolean, OUT seq bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Generic plans, made once per session: a custom plan per call costs more
+-- than the statement itself. The plan may be made while the queues are
+-- empty, when a sequential scan looks cheapest; it is never the right plan
+-- here. (And JIT compilation, which that cost estimate would trigger, only
+-- adds latency.)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
 DECLARE
   v_exclusive text[];
   v_shared text[];
   v_worker_name text;
+  v_bad text;
+  v_bad_code text;
+  v_woken integer;
 BEGIN
-  -- A snapshot older than our locks could miss an earlier conflicting task
-  -- and start this one too early.
-  IF current_setting('transaction_isolation') <> 'read committed' THEN
-    RAISE EXCEPTION 'taskmill.dispatch needs READ COMMITTED isolation, not %',
-      current_setting('transaction_isolation') USING ERRCODE = 'TM400';
-  END IF;
-  IF p_name IS NULL OR p_name = '' THEN
-    RAISE EXCEPTION 'a task needs a function name' USING ERRCODE = 'TM400';
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM taskmill.task_function f WHERE f.name = p_name) THEN
-    RAISE EXCEPTION 'unknown task function "%"', p_name
-      USING ERRCODE = 'TM400',
-            HINT = 'Known functions are in taskmill.task_function; a worker adds its own when it starts.';
-  END IF;
-  IF p_args IS NULL OR jsonb_typeof(p_args) <> 'array' THEN
-    RAISE EXCEPTION 'args must be a JSON array' USING ERRCODE = 'TM400';
-  END IF;
-  IF p_kwargs IS NULL OR jsonb_typeof(p_kwargs) <> 'object' THEN
-    RAISE EXCEPTION 'kwargs must be a JSON object' USING ERRCODE = 'TM400';
-  END IF;
-  IF NOT coalesce(p_immediate, false) AND NOT coalesce(p_deferred, true) THEN
-    RAISE EXCEPTION 'a task that is not immediate must be deferred' USING ERRCODE = 'TM400';
-  END IF;
-  PERFORM taskmill._check_resources(p_exclusive_resources, 'exclusive');
-  PERFORM taskmill._check_resources(p_shared_resources, 'shared');
-  IF p_task_group IS NOT NULL
-     AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g WHERE g.id = p_task_group) THEN
-    RAISE EXCEPTION 'task group % does not exist', p_task_group USING ERRCODE = 'TM404';
-  END IF;
-  IF p_parent_task IS NOT NULL
-     AND NOT EXISTS (SELECT 1 FROM taskmill.task t WHERE t.id = p_parent_task) THEN
-    RAISE EXCEPTION 'parent task % does not exist', p_parent_task USING ERRCODE = 'TM404';
-  END IF;
-
-  v_exclusive := ARRAY(SELECT DISTINCT r FROM unnest(coalesce(p_exclusive_resources, '{}')) r ORDER BY r);
-  v_shared := ARRAY(SELECT DISTINCT r FROM unnest(coalesce(p_shared_resources, '{}')) r
-                     WHERE r <> ALL (v_exclusive) ORDER BY r);
-
-  PERFORM taskmill._lock_resources(v_exclusive, v_shared, false);
-  seq := nextval('taskmill.task_seq');
-  id := gen_random_uuid();
-  ready := taskmill._is_free(seq, v_exclusive, v_shared);
-
-  IF p_run_here IS NOT NULL AND NOT ready AND NOT coalesce(p_deferred, true) THEN
-    state := 'canceled';
-    INSERT INTO taskmill.task (id, seq, name, args, kwargs, exclusive_resources, shared_resources,
-                               state, finished_at, error, immediate, deferred, parent_task,
-                               task_group, logging_cid)
-    VALUES (id, seq, p_name, p_args, p_kwargs, v_exclusive, v_shared, state, clock_timestamp(),
-            jsonb_build_object('reason', 'Resources temporarily unavailable.'),
-            coalesce(p_immediate, false), false, p_parent_task, p_task_group,
-            coalesce(nullif(p_logging_cid, ''), replace(gen_random_uuid()::text, '-', '')));
-    RETURN;
-  END IF;
-
-  IF p_run_here IS NOT NULL AND ready THEN
-    SELECT a.name INTO v_worker_name FROM taskmill.app a WHERE a.id = p_run_here FOR KEY SHARE;
-    IF NOT FOUND THEN
-      RAISE EXCEPTION 'process % is not registered (or was declared dead)', p_run_here
-        USING ERRCODE = 'TM410';
+  -- Dispatch is the hot path: four statements in the common case, no nested
+  -- plpgsql calls. First, every check and the normalisation at once:
+  -- resources sorted and distinct, a name in both lists exclusive.
+  SELECT CASE
+           -- A snapshot older than our locks could miss an earlier
+           -- conflicting task and start this one too early.
+           WHEN current_setting('transaction_isolation') <> 'read committed' THEN
+             format('taskmill.dispatch needs READ COMMITTED isolation, not %s',
+                    current_setting('transaction_isolation'))
+           WHEN p_name IS NULL OR p_name = '' THEN 'a task needs a function name'
+           WHEN NOT EXISTS (SELECT 1 FROM taskmill.task_function f WHERE f.name = p_name) THEN
+             format('unknown task function "%s"', p_name)
+           WHEN p_args IS NULL OR jsonb_typeof(p_args) <> 'array' THEN 'args must be a JSON array'
+           WHEN p_kwargs IS NULL OR jsonb_typeof(p_kwargs) <> 'object' THEN 'kwargs must be a JSON object'
+           WHEN NOT coalesce(p_immediate, false) AND NOT coalesce(p_deferred, true) THEN
+             'a task that is not immediate must be deferred'
+           WHEN array_ndims(p_exclusive_resources) > 1 OR array_ndims(p_shared_resources) > 1 THEN
+             'resources must be flat lists of names'
+           WHEN coalesce(cardinality(p_exclusive_resources), 0) > 256
+                OR coalesce(cardinality(p_shared_resources), 0) > 256 THEN
+             'too many resources (at most 256 exclusive and 256 shared)'
+           ELSE (SELECT CASE WHEN r IS NULL OR r = '' THEN 'empty resource name'
+                             WHEN octet_length(r) > 512 THEN
+                               format('resource name too long: %s bytes (at most 512)', octet_length(r))
+                             ELSE format('resource name contains a control character: %s', quote_literal(r)) END
+                   FROM unnest(coalesce(p_exclusive_resources, '{}') || coalesce(p_shared_resources, '{}')) r
+                  WHERE r IS NULL OR r = '' OR octet_length(r) > 512 OR r ~ '[[:cntrl:]]' LIMIT 1)
+         END,
+         CASE
+           WHEN p_task_group IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g WHERE g.id = p_task_group) THEN
+             format('task group %s does not exist', p_task_group)
+           WHEN p_parent_task IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM taskmill.task t WHERE t.id = p_parent_task) THEN
+             format('parent task %s does not exist', p_parent_task)
+         END,
+         ARRAY(SELECT DISTINCT r FROM unnest(p_exclusive_resources) r ORDER BY r),
+         ARRAY(SELECT DISTINCT r FROM unnest(p_shared_resources) r
+                WHERE r <> ALL (coalesce(p_exclusive_resources, '{}')) ORDER BY r)
+    INTO v_bad, v_bad_code, v_exclusive, v_shared;
+  IF v_bad IS NOT NULL THEN
+    IF v_bad LIKE 'unknown task function%' THEN
+      RAISE EXCEPTION '%', v_bad USING ERRCODE = 'TM400',
+        HINT = 'Known functions are in taskmill.task_function; a worker adds its own when it starts.';
     END IF;
-    state := 'running';
-  ELSE
-    state := 'waiting';
+    RAISE EXCEPTION '%', v_bad USING ERRCODE = 'TM400';
+  END IF;
+  IF v_bad_code IS NOT NULL THEN
+    RAISE EXCEPTION '%', v_bad_code USING ERRCODE = 'TM404';
   END IF;
 
-  INSERT INTO taskmill.task (id, seq, name, args, kwargs, exclusive_resources, shared_resources,
-                             state, unblocked_at, started_at, app_lock, worker_name, immediate,
-                             deferred, parent_task, task_group, logging_cid)
-  VALUES (id, seq, p_name, p_args, p_kwargs, v_exclusive, v_shared, state,
-          CASE WHEN ready THEN clock_timestamp() END,
-          CASE WHEN state = 'running' THEN clock_timestamp() END,
-          CASE WHEN state = 'running' THEN p_run_here END,
-          v_worker_name,
-          coalesce(p_immediate, false), coalesce(p_deferred, true), p_parent_task, p_task_group,
-          coalesce(nullif(p_logging_cid, ''), replace(gen_random_uuid()::text, '-', '')));
+  -- The insert locks (see the top of this file), in hash order.
+  PERFORM CASE WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
+               ELSE pg_advisory_xact_lock_shared(1953720684, l.h) END
+    FROM (SELECT h, bool_or(x) AS x FROM (
+            SELECT hashtext(r) AS h, true AS x FROM unnest(v_exclusive) r
+            UNION ALL
+            SELECT hashtext(r), false FROM unnest(v_shared) r) u
+          GROUP BY h ORDER BY h) l;
 
-  INSERT INTO taskmill.task_resource (resource, seq, task_id, exclusive)
-  SELECT r, dispatch_task.seq, dispatch_task.id, true FROM unnest(v_exclusive) r
-  UNION ALL
-  SELECT r, dispatch_task.seq, dispatch_task.id, false FROM unnest(v_shared) r;
+  -- After the locks: our place in line, and whether anything before us
+  -- conflicts.
+  SELECT n.v,
+         -- A time-ordered uuid (version 7 layout): new tasks land at the
+         -- right edge of the primary key index.
+         encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+           PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+           FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid,
+         NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                      WHERE tr.resource = ANY (v_exclusive) AND tr.seq < n.v)
+         AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                          WHERE tr.resource = ANY (v_shared) AND tr.seq < n.v AND tr.exclusive)
+    INTO seq, id, ready
+    FROM (SELECT nextval('taskmill.task_seq') AS v) n;
 
-  IF ready AND state = 'waiting' THEN
-    PERFORM taskmill._wake_idle(1);
+  IF p_run_here IS NOT NULL THEN
+    IF NOT ready AND NOT coalesce(p_deferred, true) THEN
+      state := 'canceled';
+      INSERT INTO taskmill.task (id, seq, name, args, kwargs, exclusive_resources, shared_resources,
+                                 state, finished_at, error, immediate, deferred, parent_task,
+                                 task_group, logging_cid)
+      VALUES (id, seq, p_name, p_args, p_kwargs, v_exclusive, v_shared, state, clock_timestamp(),
+              jsonb_build_object('reason', 'Resources temporarily unavailable.'),
+              coalesce(p_immediate, false), false, p_parent_task, p_task_group,
+              coalesce(nullif(p_logging_cid, ''), replace(id::text, '-', '')));
+      RETURN;
+    END IF;
+    IF ready THEN
+      SELECT a.name INTO v_worker_name FROM taskmill.app a WHERE a.id = p_run_here FOR KEY SHARE;
+      IF NOT FOUND THEN
+        RAISE EXCEPTION 'process % is not registered (or was declared dead)', p_run_here
+          USING ERRCODE = 'TM410';
+      END IF;
+    END IF;
   END IF;
+  state := CASE WHEN p_run_here IS NOT NULL AND ready THEN 'running' ELSE 'waiting' END;
+
+  -- The task, its queue rows, and (if it is ready for a worker) one idle
+  -- worker woken: one statement.
+  WITH t AS (
+    INSERT INTO taskmill.task (id, seq, name, args, kwargs, exclusive_resources, shared_resources,
+                               state, unblocked_at, started_at, app_lock, worker_name, immediate,
+                               deferred, parent_task, task_group, logging_cid)
+    VALUES (id, seq, p_name, p_args, p_kwargs, v_exclusive, v_shared, state,
+            CASE WHEN ready THEN clock_timestamp() END,
+            CASE WHEN state = 'running' THEN clock_timestamp() END,
+            CASE WHEN state = 'running' THEN p_run_here END,
+            v_worker_name,
+            coalesce(p_immediate, false), coalesce(p_deferred, true), p_parent_task, p_task_group,
+            coalesce(nullif(p_logging_cid, ''), replace(id::text, '-', '')))
+    RETURNING 1),
+  r AS (
+    INSERT INTO taskmill.task_resource (resource, seq, task_id, exclusive)
+    SELECT x, dispatch_task.seq, dispatch_task.id, true FROM unnest(v_exclusive) x
+    UNION ALL
+    SELECT x, dispatch_task.seq, dispatch_task.id, false FROM unnest(v_shared) x
+    RETURNING 1),
+  w AS (
+    DELETE FROM taskmill.idle_worker
+     WHERE ready AND state = 'waiting'
+       AND app_id = (SELECT i.app_id FROM taskmill.idle_worker i LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING channel)
+  SELECT count(pg_notify(w.channel, 'work')) INTO v_woken FROM w;
 END $$;
 
 -- The portable entry point: dispatch from any language with plain SQL,
@@ -342,9 +389,13 @@ CREATE FUNCTION taskmill.dispatch(
   kwargs jsonb DEFAULT '{}',
   exclusive_resources text[] DEFAULT '{}',
   shared_resources text[] DEFAULT '{}')
-RETURNS uuid LANGUAGE sql AS $$
-  SELECT (taskmill.dispatch_task(name, args, kwargs, exclusive_resources, shared_resources)).id
-$$;
+RETURNS uuid LANGUAGE plpgsql AS $$
+BEGIN
+  -- plpgsql rather than SQL: its plan is kept for the session.
+  RETURN (SELECT d.id FROM taskmill.dispatch_task(dispatch.name, dispatch.args, dispatch.kwargs,
+                                                  dispatch.exclusive_resources,
+                                                  dispatch.shared_resources) d);
+END $$;
 
 -- ---------------------------------------------------------------------------
 -- Releasing resources and unblocking
@@ -357,12 +408,15 @@ $$;
 -- the cancel came first.
 CREATE FUNCTION taskmill._finalize(
   p_task uuid, p_owner uuid, p_from text[], p_state text, p_result jsonb, p_error jsonb)
-RETURNS text LANGUAGE plpgsql AS $$
+RETURNS text LANGUAGE plpgsql
+-- Internal: called only from entry points that set the planner options (see
+-- taskmill.claim); SET clauses cost a little on every call.
+AS $$
 DECLARE
   t record;
   v_state text;
 BEGIN
-  SELECT tk.seq, tk.exclusive_resources, tk.shared_resources INTO t
+  SELECT tk.seq, tk.exclusive_resources || tk.shared_resources AS resources INTO t
     FROM taskmill.task tk WHERE tk.id = p_task;
   IF NOT FOUND THEN
     RETURN NULL;
@@ -370,16 +424,19 @@ BEGIN
   -- Exclusive locks on every resource: a dispatch that is reading these
   -- queues right now finishes first, so either it sees our rows gone or
   -- process_releases (after our commit) sees its task.
-  PERFORM taskmill._lock_resources(t.exclusive_resources, t.shared_resources, true);
+  PERFORM pg_advisory_xact_lock(1953720684, h)
+    FROM (SELECT DISTINCT hashtext(r) AS h FROM unnest(t.resources) r ORDER BY 1) l;
   UPDATE taskmill.task tk
      SET state = CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE p_state END,
          finished_at = clock_timestamp(),
          result = CASE WHEN tk.state = 'canceling' THEN NULL ELSE p_result END,
          error = CASE WHEN tk.state = 'canceling' THEN NULL ELSE p_error END,
-         progress_reports = (SELECT coalesce(jsonb_agg(CASE WHEN pr->>'state' = 'running'
-                              THEN jsonb_set(pr, '{state}', to_jsonb(
-                                CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE p_state END))
-                              ELSE pr END), '[]') FROM jsonb_array_elements(tk.progress_reports) pr),
+         -- Reports still running take the task's final state.
+         progress_reports = CASE WHEN tk.progress_reports = '[]' THEN tk.progress_reports ELSE
+           (SELECT coalesce(jsonb_agg(CASE WHEN pr->>'state' = 'running'
+              THEN jsonb_set(pr, '{state}', to_jsonb(
+                CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE p_state END))
+              ELSE pr END), '[]') FROM jsonb_array_elements(tk.progress_reports) pr) END,
          release_pending = true
    WHERE tk.id = p_task AND tk.state = ANY (p_from)
      AND (p_owner IS NULL OR tk.app_lock = p_owner)
@@ -387,62 +444,79 @@ BEGIN
   IF NOT FOUND THEN
     RETURN NULL;
   END IF;
-  DELETE FROM taskmill.task_resource tr
-   WHERE tr.resource = ANY (t.exclusive_resources || t.shared_resources) AND tr.seq = t.seq;
+  DELETE FROM taskmill.task_resource tr WHERE tr.resource = ANY (t.resources) AND tr.seq = t.seq;
   RETURN v_state;
 END $$;
 
 -- Re-examines the queues behind tasks that released their resources and
 -- unblocks every task that became free. Call it in a transaction that starts
 -- after the releasing one committed (the claim does). Processes at most
--- p_limit released tasks, skipping ones another caller is processing.
+-- p_limit released tasks, skipping ones another caller is processing and
+-- p_exclude (released by the calling transaction itself, not yet committed).
 -- Returns how many tasks it unblocked.
-CREATE FUNCTION taskmill.process_releases(p_limit integer DEFAULT 64) RETURNS integer
-LANGUAGE plpgsql AS $$
+CREATE FUNCTION taskmill.process_releases(p_limit integer DEFAULT 64, p_exclude uuid DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+-- Generic plans, made once per session: a custom plan per call costs more
+-- than the statement itself. The plan may be made while the queues are
+-- empty, when a sequential scan looks cheapest; it is never the right plan
+-- here. (And JIT compilation, which that cost estimate would trigger, only
+-- adds latency.)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
 DECLARE
-  rel record;
-  v_resources text[] := '{}';
+  v_released uuid[];
+  v_resource text;
+  v_cands uuid[] := '{}';
+  q record;
+  v_first boolean;
   n integer;
 BEGIN
-  FOR rel IN
-    UPDATE taskmill.task t SET release_pending = false
-     WHERE t.id IN (SELECT id FROM taskmill.task WHERE release_pending
-                     ORDER BY seq LIMIT p_limit FOR UPDATE SKIP LOCKED)
-    RETURNING t.exclusive_resources || t.shared_resources AS resources
-  LOOP
-    v_resources := v_resources || rel.resources;
-  END LOOP;
-  IF cardinality(v_resources) = 0 THEN
+  WITH u AS (
+    UPDATE taskmill.task SET release_pending = false
+     WHERE id = ANY (ARRAY(SELECT id FROM taskmill.task WHERE release_pending
+                             AND id IS DISTINCT FROM p_exclude
+                           ORDER BY seq LIMIT p_limit FOR UPDATE SKIP LOCKED))
+    RETURNING id)
+  SELECT ARRAY(SELECT id FROM u) INTO v_released;
+  IF cardinality(v_released) = 0 THEN
     RETURN 0;
   END IF;
-  -- The candidates on each resource: its shared rows up to the first
-  -- exclusive one, and that exclusive row if it heads the queue.
-  WITH res AS (SELECT DISTINCT r FROM unnest(v_resources) r),
-  heads AS (
-    SELECT res.r,
-           (SELECT min(x.seq) FROM taskmill.task_resource x WHERE x.resource = res.r AND x.exclusive) AS fx,
-           (SELECT min(a.seq) FROM taskmill.task_resource a WHERE a.resource = res.r) AS fa
-      FROM res),
-  cand AS (
-    SELECT tr.task_id
-      FROM heads h JOIN taskmill.task_resource tr ON tr.resource = h.r
-     WHERE h.fa IS NOT NULL
-       AND tr.seq <= coalesce(h.fx, 9223372036854775807)
-       AND (NOT tr.exclusive OR tr.seq = h.fa)),
+  -- The candidates on each released resource: the head of its queue, then
+  -- the shared rows that follow it up to the first exclusive one. Index
+  -- range scans that stop early: the work depends on these queues' heads,
+  -- never on the length of the backlog.
+  FOR v_resource IN
+    SELECT DISTINCT r FROM taskmill.task t, unnest(t.exclusive_resources || t.shared_resources) r
+     WHERE t.id = ANY (v_released)
+  LOOP
+    v_first := true;
+    FOR q IN SELECT tr.task_id, tr.exclusive FROM taskmill.task_resource tr
+              WHERE tr.resource = v_resource ORDER BY tr.seq LOOP
+      IF q.exclusive AND NOT v_first THEN
+        EXIT;
+      END IF;
+      v_cands := v_cands || q.task_id;
+      EXIT WHEN q.exclusive;
+      v_first := false;
+    END LOOP;
+  END LOOP;
+  IF cardinality(v_cands) = 0 THEN
+    RETURN 0;
+  END IF;
   -- Row locks in seq order, waiting rather than skipping: two callers with
   -- overlapping candidates then never deadlock, and each candidate is judged
   -- by every caller, so the one whose snapshot saw all releases unblocks it.
-  locked AS (
-    SELECT t.id FROM taskmill.task t
-     WHERE t.id IN (SELECT task_id FROM cand) AND t.state = 'waiting' AND t.unblocked_at IS NULL
-     ORDER BY t.seq FOR UPDATE OF t),
-  upd AS (
-    UPDATE taskmill.task t SET unblocked_at = clock_timestamp()
-      FROM locked
-     WHERE t.id = locked.id AND t.state = 'waiting' AND t.unblocked_at IS NULL
-       AND taskmill._is_free(t.seq, t.exclusive_resources, t.shared_resources)
-    RETURNING t.id)
-  SELECT count(*) INTO n FROM upd;
+  PERFORM 1 FROM taskmill.task t
+    WHERE t.id = ANY (v_cands) AND t.state = 'waiting' AND t.unblocked_at IS NULL
+    ORDER BY t.seq FOR UPDATE;
+  UPDATE taskmill.task t SET unblocked_at = clock_timestamp()
+   WHERE t.id = ANY (v_cands) AND t.state = 'waiting' AND t.unblocked_at IS NULL
+     AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                      WHERE tr.resource = ANY (t.exclusive_resources) AND tr.seq < t.seq)
+     AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                      WHERE tr.resource = ANY (t.shared_resources) AND tr.seq < t.seq
+                        AND tr.exclusive);
+  GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;
 
@@ -483,9 +557,16 @@ $$;
 -- creation order. It first re-examines queues behind recently released tasks
 -- and wakes idle workers for any extra ready work. If nothing is ready and
 -- p_idle, the worker is put on the idle list to be woken by a NOTIFY on its
--- channel. Raises TM410 if p_app was declared dead.
-CREATE FUNCTION taskmill.claim(p_app uuid, p_idle boolean DEFAULT true)
-RETURNS SETOF taskmill.task LANGUAGE plpgsql AS $$
+-- channel. Raises TM410 if p_app was declared dead. p_exclude: a release
+-- made by the calling transaction, which must not be examined by it.
+CREATE FUNCTION taskmill.claim(p_app uuid, p_idle boolean DEFAULT true, p_exclude uuid DEFAULT NULL)
+RETURNS SETOF taskmill.task LANGUAGE plpgsql
+-- Generic plans, made once per session: a custom plan per call costs more
+-- than the statement itself. The plan may be made while the queues are
+-- empty, when a sequential scan looks cheapest; it is never the right plan
+-- here. (And JIT compilation, which that cost estimate would trigger, only
+-- adds latency.)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
 DECLARE
   v_name text;
   v_channel text;
@@ -498,7 +579,7 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'worker % is not registered (or was declared dead)', p_app USING ERRCODE = 'TM410';
   END IF;
-  v_unblocked := taskmill.process_releases();
+  v_unblocked := taskmill.process_releases(64, p_exclude);
 
   UPDATE taskmill.task t
      SET state = 'running', app_lock = p_app, worker_name = v_name, started_at = clock_timestamp()
@@ -509,16 +590,67 @@ BEGIN
   RETURNING t.* INTO v_task;
 
   IF v_task.id IS NOT NULL THEN
-    DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
-    PERFORM taskmill._wake_idle(v_unblocked - 1);
+    IF p_idle THEN
+      DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
+    END IF;
+    IF v_unblocked > 1 THEN
+      PERFORM taskmill._wake_idle(v_unblocked - 1);
+    END IF;
     RETURN NEXT v_task;
   ELSE
-    PERFORM taskmill._wake_idle(v_unblocked);
+    IF v_unblocked > 0 THEN
+      PERFORM taskmill._wake_idle(v_unblocked);
+    END IF;
     IF p_idle THEN
       INSERT INTO taskmill.idle_worker (app_id, channel) VALUES (p_app, v_channel)
       ON CONFLICT (app_id) DO NOTHING;
     END IF;
   END IF;
+END $$;
+
+-- The busy worker's round trip: records the outcome of p_task (as
+-- taskmill.finish) and claims the next ready task (as taskmill.claim, without
+-- going idle) in one transaction. The release of p_task itself is left
+-- pending: it must be examined by a later transaction (the next claim, of
+-- this worker or any other), after this one committed. Always one row:
+-- finished_state is NULL if p_app no longer owns p_task; the task columns are
+-- NULL if nothing was ready.
+CREATE FUNCTION taskmill.finish_and_claim(
+  p_task uuid, p_app uuid, p_state text, p_result jsonb, p_error jsonb)
+RETURNS TABLE (finished_state text, id uuid, seq bigint, name text, args jsonb, kwargs jsonb,
+               exclusive_resources text[], shared_resources text[], state text,
+               immediate boolean, deferred boolean, logging_cid text, task_group uuid,
+               parent_task uuid, created_at timestamptz, unblocked_at timestamptz,
+               started_at timestamptz)
+LANGUAGE plpgsql
+-- Generic plans, made once per session: a custom plan per call costs more
+-- than the statement itself. The plan may be made while the queues are
+-- empty, when a sequential scan looks cheapest; it is never the right plan
+-- here. (And JIT compilation, which that cost estimate would trigger, only
+-- adds latency.)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
+#variable_conflict use_column
+DECLARE
+  v_task taskmill.task;
+BEGIN
+  IF p_state NOT IN ('completed', 'failed', 'canceled') THEN
+    RAISE EXCEPTION 'a task cannot finish as %', p_state USING ERRCODE = 'TM400';
+  END IF;
+  finished_state := taskmill._finalize(p_task, p_app, ARRAY['running', 'canceling'], p_state,
+                                       p_result, p_error);
+  -- A worker declared dead claims nothing (its next plain claim or heartbeat
+  -- tells it so).
+  IF EXISTS (SELECT 1 FROM taskmill.app a WHERE a.id = p_app) THEN
+    SELECT * INTO v_task FROM taskmill.claim(p_app, false, p_task);
+  END IF;
+  id := v_task.id; seq := v_task.seq; name := v_task.name; args := v_task.args;
+  kwargs := v_task.kwargs; exclusive_resources := v_task.exclusive_resources;
+  shared_resources := v_task.shared_resources; state := v_task.state;
+  immediate := v_task.immediate; deferred := v_task.deferred;
+  logging_cid := v_task.logging_cid; task_group := v_task.task_group;
+  parent_task := v_task.parent_task; created_at := v_task.created_at;
+  unblocked_at := v_task.unblocked_at; started_at := v_task.started_at;
+  RETURN NEXT;
 END $$;
 
 -- Records the outcome of a task run by p_app. p_state is 'completed' or

@@ -246,10 +246,9 @@ Result<std::optional<Task>> Claim(pg::Connection& conn, const std::string& app_i
   }
 }
 
-std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& task_id,
-                                    const std::string& app_id, TaskState state,
-                                    const nlohmann::json& result, const nlohmann::json& error,
-                                    Deadline deadline) {
+namespace {
+pg::Params OutcomeParams(const std::string& task_id, const std::string& app_id, TaskState state,
+                         const nlohmann::json& result, const nlohmann::json& error) {
   pg::Params p;
   p.Add(task_id).Add(app_id).Add(std::string(TaskStateName(state)));
   if (result.is_null()) {
@@ -262,6 +261,30 @@ std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& tas
   } else {
     p.Add(error.dump());
   }
+  return p;
+}
+}  // namespace
+
+FinishAndClaimResult FinishAndClaim(pg::Connection& conn, const std::string& task_id,
+                                    const std::string& app_id, TaskState state,
+                                    const nlohmann::json& result, const nlohmann::json& error,
+                                    Deadline deadline) {
+  auto res = conn.Exec(
+      "SELECT * FROM taskmill.finish_and_claim($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)",
+      OutcomeParams(task_id, app_id, state, result, error), deadline);
+  FinishAndClaimResult out;
+  if (!res.IsNull(0, res.Column("finished_state"))) {
+    out.finished = ParseTaskState(res.Get(0, res.Column("finished_state")));
+  }
+  if (!res.IsNull(0, res.Column("id"))) out.next = TaskFromRow(res, 0);
+  return out;
+}
+
+std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& task_id,
+                                    const std::string& app_id, TaskState state,
+                                    const nlohmann::json& result, const nlohmann::json& error,
+                                    Deadline deadline) {
+  pg::Params p = OutcomeParams(task_id, app_id, state, result, error);
   auto res = conn.Exec("SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)", p,
                        deadline);
   if (res.IsNull(0, 0)) return std::nullopt;

@@ -99,6 +99,18 @@ std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& tas
                                     const nlohmann::json& result, const nlohmann::json& error,
                                     Deadline deadline);
 
+// FinishTask and Claim in one transaction (taskmill.finish_and_claim): the
+// busy worker's single round trip. The finished task's own release is left
+// for the next claim. Never puts the worker on the idle list.
+struct FinishAndClaimResult {
+  std::optional<TaskState> finished;  // nullopt: the task was no longer ours
+  std::optional<Task> next;
+};
+FinishAndClaimResult FinishAndClaim(pg::Connection& conn, const std::string& task_id,
+                                    const std::string& app_id, TaskState state,
+                                    const nlohmann::json& result, const nlohmann::json& error,
+                                    Deadline deadline);
+
 bool ReportProgress(pg::Connection& conn, const std::string& task_id, const std::string& app_id,
                     const nlohmann::json& report, Deadline deadline);
 

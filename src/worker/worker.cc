@@ -127,13 +127,16 @@ class Worker::Impl {
   void DrainSignals();
 
   // --- running one task ----------------------------------------------------
-  void RunTask(const Task& task);
+  // Runs the task and records its outcome; returns the next task if the
+  // outcome was recorded together with a claim.
+  std::optional<Task> RunTask(const Task& task);
   worker::Outcome RunInChild(const Task& task, Supervision& sup);
   worker::Outcome RunOnThread(const Task& task, Supervision& sup, std::optional<double> timeout);
   // One step of supervision, shared by both ways of running.
   void SuperviseTick(const Task& task, Supervision& sup, pid_t child, std::atomic<bool>* flag);
   void FlushProgress(const Task& task, bool force);
-  void RecordOutcome(const Task& task, const worker::Outcome& outcome);
+  std::optional<Task> RecordOutcome(const Task& task, const worker::Outcome& outcome,
+                                    bool claim_next);
 
   Clock::duration Jitter(double base_seconds) {
     std::uniform_real_distribution<double> d(0.5, 1.5);
@@ -619,7 +622,7 @@ worker::Outcome Worker::Impl::RunOnThread(const Task& task, Supervision& sup,
       spdlog::critical("task {} ignores cancellation after timing out; this worker exits so that "
                        "it can be restarted clean",
                        task.id);
-      RecordOutcome(task, out);
+      RecordOutcome(task, out, false);
       try {
         store::DeregisterApp(conn_, app_id_, DeadlineIn(std::chrono::seconds(5)));
       } catch (...) {
@@ -645,37 +648,57 @@ worker::Outcome Worker::Impl::RunOnThread(const Task& task, Supervision& sup,
   return shared->outcome;
 }
 
-void Worker::Impl::RecordOutcome(const Task& task, const worker::Outcome& outcome) {
+std::optional<Task> Worker::Impl::RecordOutcome(const Task& task,
+                                                const worker::Outcome& outcome, bool claim_next) {
   // The outcome must not be lost to a passing database fault: retry until it
   // is written or we learn that we no longer own the task.
+  bool retried = false;
   for (;;) {
     try {
       if (!conn_.ok()) Connect();
-      auto final_state = store::FinishTask(conn_, task.id, app_id_, outcome.state, outcome.result,
-                                           outcome.error, DeadlineIn(kQueryTimeout));
+      std::optional<TaskState> final_state;
+      std::optional<Task> next;
+      if (claim_next && !retried) {
+        auto r = store::FinishAndClaim(conn_, task.id, app_id_, outcome.state, outcome.result,
+                                       outcome.error, DeadlineIn(kQueryTimeout));
+        final_state = r.finished;
+        next = std::move(r.next);
+      } else {
+        final_state = store::FinishTask(conn_, task.id, app_id_, outcome.state, outcome.result,
+                                        outcome.error, DeadlineIn(kQueryTimeout));
+      }
       if (!final_state) {
-        spdlog::warn("task {} is no longer ours (this worker was declared dead); its outcome "
-                     "was not recorded",
-                     task.id);
+        // Either our identity was declared dead (the janitor decided), or an
+        // earlier attempt was written before its answer got lost.
+        auto now = store::GetTask(conn_, task.id, DeadlineIn(kQueryTimeout));
+        bool ours = now.ok() && now->app_lock == app_id_ && IsFinal(now->state) && retried;
+        if (ours) {
+          spdlog::debug("task {} was already recorded as {}", task.id, TaskStateName(now->state));
+        } else {
+          spdlog::warn("task {} is no longer ours (this worker was declared dead); its outcome "
+                       "was not recorded",
+                       task.id);
+        }
       } else {
         spdlog::log(*final_state == TaskState::kCompleted ? spdlog::level::debug
                                                           : spdlog::level::info,
                     "task {} ({}) {}", task.id, task.name, TaskStateName(*final_state));
       }
-      return;
+      return next;
     } catch (const pg::Error& e) {
       if (!e.retryable()) throw;
+      retried = true;
       if (!Reconnect(e)) {
         spdlog::error("stopping before the outcome of task {} could be written; the janitor will "
                       "fail it",
                       task.id);
-        return;
+        return std::nullopt;
       }
     }
   }
 }
 
-void Worker::Impl::RunTask(const Task& task) {
+std::optional<Task> Worker::Impl::RunTask(const Task& task) {
   spdlog::debug("task {} ({}) started", task.id, task.name);
   Supervision sup;
   worker::Outcome outcome;
@@ -699,9 +722,10 @@ void Worker::Impl::RunTask(const Task& task) {
     Register();
     listener_ = pg::Connection();
     ConnectListener();
-    return;
+    return std::nullopt;
   }
-  RecordOutcome(task, outcome);
+  // While stopping, nothing new is claimed.
+  return RecordOutcome(task, outcome, stop_ == StopMode::kNone && !options_.burst);
 }
 
 int Worker::Impl::Run() {
@@ -750,10 +774,20 @@ int Worker::Impl::Run() {
 
   next_janitor_ = Clock::now() + Jitter(options_.heartbeat_interval);
   Deadline next_poll = Clock::now();
+  std::optional<Task> next;  // claimed together with the last outcome
   while (stop_ == StopMode::kNone) {
     try {
       MaybeHeartbeat();
       MaybeJanitor();
+      if (next) {
+        Task task = std::move(*next);
+        next.reset();
+        next = RunTask(task);
+        // With nothing more claimed, the plain claim below examines our own
+        // release and finds what it freed.
+        wakeup_pending_ = true;
+        continue;
+      }
       if (wakeup_pending_ || Clock::now() >= next_poll) {
         wakeup_pending_ = false;
         auto claimed = store::Claim(conn_, app_id_, !options_.burst, DeadlineIn(kQueryTimeout));
@@ -766,7 +800,7 @@ int Worker::Impl::Run() {
           continue;
         }
         if (claimed->has_value()) {
-          RunTask(**claimed);
+          next = RunTask(**claimed);
           wakeup_pending_ = true;  // look for more at once
           continue;
         }
@@ -775,6 +809,14 @@ int Worker::Impl::Run() {
       }
       if (WaitIdle(next_poll)) wakeup_pending_ = true;
     } catch (const pg::Error& e) {
+      if (e.sqlstate() == "TM410") {
+        // Declared dead between two of our calls: rejoin under a new identity.
+        spdlog::error("{}; rejoining as a new worker", e.what());
+        Register();
+        listener_ = pg::Connection();
+        ConnectListener();
+        continue;
+      }
       if (!e.retryable()) {
         spdlog::critical("unexpected database error: {} (SQLSTATE {})", e.what(), e.sqlstate());
         return 1;
