@@ -809,6 +809,9 @@ int Worker::Impl::Run() {
       }
       if (WaitIdle(next_poll)) wakeup_pending_ = true;
     } catch (const pg::Error& e) {
+      // A task claimed but not started is given up: after a reconnect it is
+      // put back in line (RequeueLost), and running it too would run it twice.
+      next.reset();
       if (e.sqlstate() == "TM410") {
         // Declared dead between two of our calls: rejoin under a new identity.
         spdlog::error("{}; rejoining as a new worker", e.what());
