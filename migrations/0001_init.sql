@@ -437,7 +437,12 @@ BEGIN
               THEN jsonb_set(pr, '{state}', to_jsonb(
                 CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE p_state END))
               ELSE pr END), '[]') FROM jsonb_array_elements(tk.progress_reports) pr) END,
-         release_pending = true
+         -- Only if some other task is queued on one of its resources is
+         -- there anything to unblock behind it. (Our locks are held, so a
+         -- dispatch on these resources has either committed, and is seen
+         -- here, or will see our rows gone.)
+         release_pending = EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                                    WHERE tr.resource = ANY (t.resources) AND tr.seq <> t.seq)
    WHERE tk.id = p_task AND tk.state = ANY (p_from)
      AND (p_owner IS NULL OR tk.app_lock = p_owner)
   RETURNING tk.state INTO v_state;

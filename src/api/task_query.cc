@@ -1,0 +1,215 @@
+#include "api/task_query.h"
+
+#include <regex>
+
+#include <fmt/format.h>
+
+#include "taskmill/task.h"
+
+namespace taskmill::api {
+
+namespace {
+
+const std::regex kUuid(
+    "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
+// ISO 8601 dates and date-times, as Pulp accepts them.
+const std::regex kDate(
+    R"(\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)");
+
+const std::map<std::string, std::string> kOrderable = {
+    {"pulp_created", "created_at"}, {"name", "name"},       {"state", "state"},
+    {"started_at", "started_at"},   {"finished_at", "finished_at"},
+    {"unblocked_at", "unblocked_at"}, {"pulp_id", "id"},    {"logging_cid", "logging_cid"}};
+
+const std::map<std::string, std::string> kDateFields = {{"pulp_created", "created_at"},
+                                                        {"started_at", "started_at"},
+                                                        {"finished_at", "finished_at"},
+                                                        {"unblocked_at", "unblocked_at"}};
+
+const std::map<std::string, std::string> kDateOps = {
+    {"gte", ">="}, {"lte", "<="}, {"gt", ">"}, {"lt", "<"}, {"", "="}};
+
+Error Bad(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+
+}  // namespace
+
+std::vector<std::string> SplitComma(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    std::string part = s.substr(start, end - start);
+    if (!part.empty()) out.push_back(part);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::optional<std::string> UuidFromRef(const std::string& ref) {
+  std::smatch m;
+  if (std::regex_match(ref, kUuid)) return ref;
+  static const std::regex kHref(
+      R"(.*/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})/?)");
+  if (std::regex_match(ref, m, kHref)) return m[1].str();
+  return std::nullopt;
+}
+
+Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
+  TaskQuery q;
+  std::vector<std::string> conds;
+  int n = 0;
+  auto param = [&](const std::string& v) {
+    q.params.Add(v);
+    return fmt::format("${}", ++n);
+  };
+  auto param_array = [&](const std::vector<std::string>& v) {
+    q.params.AddTextArray(v);
+    return fmt::format("${}::text[]", ++n);
+  };
+  auto parse_int = [](const std::string& v, int lo, int hi) -> std::optional<int> {
+    try {
+      size_t used = 0;
+      long x = std::stol(v, &used);
+      if (used != v.size() || x < lo || x > hi) return std::nullopt;
+      return static_cast<int>(x);
+    } catch (...) {
+      return std::nullopt;
+    }
+  };
+  auto parse_states = [&](const std::string& v) -> Result<std::vector<std::string>> {
+    std::vector<std::string> states;
+    for (const auto& s : SplitComma(v)) {
+      if (!ParseTaskState(s) && s != "skipped") {
+        return Bad(fmt::format("unknown state \"{}\"", s));
+      }
+      states.push_back(s);
+    }
+    return states;
+  };
+
+  for (const auto& [key, value] : query) {
+    if (key == "limit") {
+      auto v = parse_int(value, 1, max_limit);
+      if (!v) return Bad(fmt::format("limit must be a whole number from 1 to {}", max_limit));
+      q.limit = *v;
+    } else if (key == "offset") {
+      auto v = parse_int(value, 0, 1 << 30);
+      if (!v) return Bad("offset must be a whole number >= 0");
+      q.offset = *v;
+    } else if (key == "ordering") {
+      std::vector<std::string> parts;
+      for (const auto& f : SplitComma(value)) {
+        bool desc = !f.empty() && f[0] == '-';
+        auto it = kOrderable.find(desc ? f.substr(1) : f);
+        if (it == kOrderable.end()) return Bad(fmt::format("cannot order by \"{}\"", f));
+        parts.push_back(it->second + (desc ? " DESC NULLS LAST" : " ASC NULLS LAST"));
+      }
+      if (parts.empty()) return Bad("ordering needs a field");
+      bool desc = value[0] == '-';
+      q.order_by = fmt::format("{}, seq {}", fmt::join(parts, ", "), desc ? "DESC" : "ASC");
+    } else if (key == "state") {
+      auto st = parse_states(value);
+      if (!st.ok()) return st.error();
+      if (st->size() != 1) return Bad("state takes one state; use state__in for several");
+      conds.push_back("state = " + param((*st)[0]));
+    } else if (key == "state__in") {
+      auto st = parse_states(value);
+      if (!st.ok()) return st.error();
+      conds.push_back("state = ANY (" + param_array(*st) + ")");
+    } else if (key == "state__ne") {
+      auto st = parse_states(value);
+      if (!st.ok()) return st.error();
+      conds.push_back("state <> ALL (" + param_array(*st) + ")");
+    } else if (key == "name") {
+      conds.push_back("name = " + param(value));
+    } else if (key == "name__contains") {
+      conds.push_back("strpos(name, " + param(value) + ") > 0");
+    } else if (key == "name__in") {
+      conds.push_back("name = ANY (" + param_array(SplitComma(value)) + ")");
+    } else if (key == "logging_cid") {
+      conds.push_back("logging_cid = " + param(value));
+    } else if (key == "logging_cid__contains") {
+      conds.push_back("strpos(logging_cid, " + param(value) + ") > 0");
+    } else if (key == "task_group" || key == "parent_task") {
+      auto id = UuidFromRef(value);
+      if (!id) return Bad(fmt::format("{} must be a task group href or uuid", key));
+      conds.push_back(key + " = " + param(*id) + "::uuid");
+    } else if (key == "reserved_resources" || key == "reserved_resources__in") {
+      for (const auto& r : key == "reserved_resources" ? std::vector<std::string>{value}
+                                                       : SplitComma(value)) {
+        std::string p = param(r);
+        conds.push_back(fmt::format("({0} = ANY (exclusive_resources) OR {0} = ANY "
+                                    "(shared_resources))",
+                                    p));
+      }
+    } else if (key == "exclusive_resources" || key == "exclusive_resources__in") {
+      auto values = key == "exclusive_resources" ? std::vector<std::string>{value}
+                                                 : SplitComma(value);
+      conds.push_back("exclusive_resources @> " + param_array(values));
+    } else if (key == "shared_resources" || key == "shared_resources__in") {
+      auto values = key == "shared_resources" ? std::vector<std::string>{value}
+                                              : SplitComma(value);
+      conds.push_back("shared_resources @> " + param_array(values));
+    } else if (key == "fields") {
+      q.fields = SplitComma(value);
+    } else if (key == "exclude_fields") {
+      q.exclude_fields = SplitComma(value);
+    } else if (key == "minimal") {
+      if (value != "true" && value != "false" && value != "1" && value != "0") {
+        return Bad("minimal must be true or false");
+      }
+      q.minimal = value == "true" || value == "1";
+    } else if (key == "worker") {
+      // Pulp's deprecated filter: null is ignored.
+      if (value != "null" && !value.empty()) {
+        auto id = UuidFromRef(value);
+        if (!id) return Bad("worker must be a worker href or uuid");
+        conds.push_back("app_lock = " + param(*id) + "::uuid");
+      }
+    } else {
+      // Date filters: <field>[__gte|__lte|__gt|__lt].
+      std::string field = key, op;
+      if (auto pos = key.rfind("__"); pos != std::string::npos) {
+        field = key.substr(0, pos);
+        op = key.substr(pos + 2);
+      }
+      auto df = kDateFields.find(field);
+      auto dop = kDateOps.find(op);
+      if (df == kDateFields.end() || dop == kDateOps.end()) {
+        return Bad(fmt::format("unknown filter \"{}\"", key));
+      }
+      if (!std::regex_match(value, kDate)) {
+        return Bad(fmt::format("{}: \"{}\" is not an ISO 8601 date", key, value));
+      }
+      conds.push_back(fmt::format("{} {} {}::timestamptz", df->second, dop->second, param(value)));
+    }
+  }
+  if (!conds.empty()) q.where = fmt::format("{}", fmt::join(conds, " AND "));
+  return q;
+}
+
+nlohmann::json ShapeTask(const nlohmann::json& task, const TaskQuery& query) {
+  static const std::vector<std::string> kMinimal = {
+      "pulp_href", "prn",         "pulp_created", "name",  "state",
+      "unblocked_at", "started_at", "finished_at",  "worker"};
+  nlohmann::json out = task;
+  if (query.minimal) {
+    nlohmann::json m = nlohmann::json::object();
+    for (const auto& k : kMinimal) {
+      if (task.contains(k)) m[k] = task[k];
+    }
+    out = std::move(m);
+  }
+  if (!query.fields.empty()) {
+    nlohmann::json m = nlohmann::json::object();
+    for (const auto& k : query.fields) {
+      if (out.contains(k)) m[k] = out[k];
+    }
+    out = std::move(m);
+  }
+  for (const auto& k : query.exclude_fields) out.erase(k);
+  return out;
+}
+
+}  // namespace taskmill::api
