@@ -6,6 +6,7 @@
 //   taskmill-bench latency  [--tasks N] [--interval-ms MS]
 //   taskmill-bench backlog  [--waiting N]
 //   taskmill-bench idle     [--workers N] [--tasks N] [--interval-ms MS]
+//   taskmill-bench recovery [--heartbeat-interval S] [--ttl S]
 //
 // Each scenario runs --runs times (default 3) and prints every run and the
 // median. Without --database-url it starts its own PostgreSQL (fsync on, the
@@ -47,6 +48,8 @@ struct Options {
   int tasks = 5000;
   int interval_ms = 20;
   int waiting = 100000;
+  double heartbeat_interval = 5;
+  double ttl = 30;
 };
 
 std::string TaskmillBinary() {
@@ -354,6 +357,59 @@ int Idle(const Options& o) {
   return 0;
 }
 
+// From the kill -9 of a worker in the middle of a task until the next task
+// on the same resource starts.
+int Recovery(const Options& o) {
+  fmt::print("recovery: 2 workers (heartbeat {} s, ttl {} s); kill -9 of the one running a long "
+             "task; time until the next task on its resource starts\n",
+             o.heartbeat_interval, o.ttl);
+  std::vector<double> secs;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    auto conn = db.Connect();
+    std::vector<std::string> extra = {"--heartbeat-interval", fmt::format("{}", o.heartbeat_interval),
+                                      "--ttl", fmt::format("{}", o.ttl)};
+    auto workers = StartWorkers(db, 2, false, extra);
+    WaitForWorkers(conn, 2, false);
+    // Let the workers be up for a whole TTL, as a living fleet is.
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.ttl + o.heartbeat_interval));
+    conn.Exec("SELECT taskmill.dispatch('taskmill.sleep', '[]', '{\"seconds\": 3600}', ARRAY['R'])",
+              DeadlineIn(kTimeout));
+    auto next = conn.Exec("SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY['R'])",
+                          DeadlineIn(kTimeout))
+                    .GetString(0, 0);
+    int pid = 0;
+    while (pid == 0) {
+      auto res = conn.Exec("SELECT a.pid FROM taskmill.task t JOIN taskmill.app a ON a.id = t.app_lock "
+                           "WHERE t.state = 'running'",
+                           DeadlineIn(kTimeout));
+      if (res.rows() > 0) pid = static_cast<int>(res.GetInt(0, 0));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid, SIGKILL);
+    double killed_at = conn.Exec("SELECT extract(epoch FROM clock_timestamp())", DeadlineIn(kTimeout))
+                           .GetDouble(0, 0);
+    double started = 0;
+    Deadline limit = DeadlineIn(std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double>(o.ttl * 3 + 60)));
+    while (!Expired(limit)) {
+      auto res = conn.Exec("SELECT extract(epoch FROM started_at) FROM taskmill.task WHERE id = $1 "
+                           "AND started_at IS NOT NULL",
+                           pg::Params().Add(next), DeadlineIn(kTimeout));
+      if (res.rows() > 0) {
+        started = res.GetDouble(0, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (started == 0) throw std::runtime_error("the next task never started");
+    secs.push_back(started - killed_at);
+    fmt::print("  run {}: {:.2f} s\n", r + 1, secs.back());
+  }
+  fmt::print("median: {:.2f} s from kill -9 to the next task's start\n", Median(secs));
+  return 0;
+}
+
 }  // namespace
 }  // namespace taskmill::bench
 
@@ -388,6 +444,9 @@ int main(int argc, char** argv) {
   idle->add_option("--workers", o.workers)->capture_default_str();
   idle->add_option("--tasks", o.tasks)->capture_default_str();
   idle->add_option("--interval-ms", o.interval_ms)->capture_default_str();
+  auto* recovery = app.add_subcommand("recovery", "Recovery time after kill -9 of a worker");
+  recovery->add_option("--heartbeat-interval", o.heartbeat_interval)->capture_default_str();
+  recovery->add_option("--ttl", o.ttl)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (*dispatch) return Dispatch(o);
@@ -395,6 +454,7 @@ int main(int argc, char** argv) {
     if (*latency) return Latency(o);
     if (*backlog) return Backlog(o);
     if (*idle) return Idle(o);
+    if (*recovery) return Recovery(o);
   } catch (const std::exception& e) {
     std::cerr << "taskmill-bench: " << e.what() << "\n";
     return 1;

@@ -576,33 +576,24 @@ DECLARE
   v_name text;
   v_channel text;
   v_unblocked integer;
+  v_id uuid;
   v_task taskmill.task;
 BEGIN
-  -- KEY SHARE on our own row conflicts with the janitor's DELETE of it, so a
-  -- worker being declared dead cannot claim at the same moment.
-  SELECT a.name, a.channel INTO v_name, v_channel FROM taskmill.app a WHERE a.id = p_app FOR KEY SHARE;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION 'worker % is not registered (or was declared dead)', p_app USING ERRCODE = 'TM410';
-  END IF;
   v_unblocked := taskmill.process_releases(64, p_exclude);
 
-  UPDATE taskmill.task t
-     SET state = 'running', app_lock = p_app, worker_name = v_name, started_at = clock_timestamp()
-   WHERE t.id = (SELECT c.id FROM taskmill.task c
-                  WHERE c.state = 'waiting' AND c.unblocked_at IS NOT NULL AND c.app_lock IS NULL
-                  ORDER BY c.immediate DESC, c.seq
-                  LIMIT 1 FOR UPDATE SKIP LOCKED)
-  RETURNING t.* INTO v_task;
+  SELECT c.id INTO v_id FROM taskmill.task c
+   WHERE c.state = 'waiting' AND c.unblocked_at IS NOT NULL AND c.app_lock IS NULL
+   ORDER BY c.immediate DESC, c.seq
+   LIMIT 1 FOR UPDATE SKIP LOCKED;
 
-  IF v_task.id IS NOT NULL THEN
-    IF p_idle THEN
-      DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
+  IF v_id IS NULL THEN
+    -- Nothing ready. This path writes nothing unless it has to (no lock on
+    -- our own row, no transaction id): an idle fleet's polls are reads.
+    SELECT a.channel INTO v_channel FROM taskmill.app a WHERE a.id = p_app;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'worker % is not registered (or was declared dead)', p_app
+        USING ERRCODE = 'TM410';
     END IF;
-    IF v_unblocked > 1 THEN
-      PERFORM taskmill._wake_idle(v_unblocked - 1);
-    END IF;
-    RETURN NEXT v_task;
-  ELSE
     IF v_unblocked > 0 THEN
       PERFORM taskmill._wake_idle(v_unblocked);
     END IF;
@@ -610,7 +601,26 @@ BEGIN
       INSERT INTO taskmill.idle_worker (app_id, channel) VALUES (p_app, v_channel)
       ON CONFLICT (app_id) DO NOTHING;
     END IF;
+    RETURN;
   END IF;
+
+  -- KEY SHARE on our own row conflicts with the janitor's DELETE of it, so a
+  -- worker being declared dead cannot claim at the same moment.
+  SELECT a.name INTO v_name FROM taskmill.app a WHERE a.id = p_app FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'worker % is not registered (or was declared dead)', p_app USING ERRCODE = 'TM410';
+  END IF;
+  UPDATE taskmill.task t
+     SET state = 'running', app_lock = p_app, worker_name = v_name, started_at = clock_timestamp()
+   WHERE t.id = v_id
+  RETURNING t.* INTO v_task;
+  IF p_idle THEN
+    DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
+  END IF;
+  IF v_unblocked > 1 THEN
+    PERFORM taskmill._wake_idle(v_unblocked - 1);
+  END IF;
+  RETURN NEXT v_task;
 END $$;
 
 -- The busy worker's round trip: records the outcome of p_task (as

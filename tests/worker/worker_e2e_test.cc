@@ -224,5 +224,33 @@ TEST_F(WorkerTest, SigtermLetsTheRunningTaskFinish) {
   EXPECT_EQ(conn_.Exec("SELECT count(*) FROM taskmill.app", DeadlineIn(kTimeout)).GetInt(0, 0), 0);
 }
 
+// examples/custom_worker: a user's own program with its own functions.
+TEST_F(WorkerTest, CustomWorkerProgramRunsItsOwnFunctions) {
+  SubprocessOptions so;
+  so.argv = {TASKMILL_EXAMPLE_BINARY, "--database-url", db_, "worker"};
+  so.output_file = ::testing::TempDir() + "/custom-worker.log";
+  logs_.push_back(*so.output_file);
+  workers_.push_back(Subprocess::Start(so));
+  // The worker registers its function names; dispatch accepts them then.
+  ASSERT_TRUE(WaitFor([&] {
+    return conn_.Exec("SELECT count(*) FROM taskmill.task_function WHERE name = 'shop.add'",
+                      DeadlineIn(kTimeout)).GetInt(0, 0) == 1;
+  }, kTimeout));
+  DispatchRequest req;
+  req.name = "shop.add";
+  req.args = {2, 3.5};
+  auto out = store::DispatchTask(conn_, req, std::nullopt, DeadlineIn(kTimeout));
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(WaitFinal(out->id));
+  EXPECT_EQ(Get(out->id).result, 5.5);
+  auto counted = Dispatch("shop.count_to", {{"n", 3}}, {});
+  ASSERT_TRUE(WaitFinal(counted));
+  auto t = Get(counted);
+  EXPECT_EQ(t.result, 3);
+  ASSERT_EQ(t.progress_reports.size(), 1u) << t.progress_reports.dump();
+  EXPECT_EQ(t.progress_reports[0]["done"], 3);
+  EXPECT_EQ(t.progress_reports[0]["state"], "completed");
+}
+
 }  // namespace
 }  // namespace taskmill
