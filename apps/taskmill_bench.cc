@@ -330,7 +330,11 @@ int Idle(const Options& o) {
     WaitForWorkers(conn, o.workers, true);
     std::this_thread::sleep_for(std::chrono::seconds(2));
     int64_t t0 = Transactions(conn);
+    std::string lsn0 = conn.Exec("SELECT pg_current_wal_lsn()::text", DeadlineIn(kTimeout)).GetString(0, 0);
     std::this_thread::sleep_for(std::chrono::seconds(10));
+    double wal = conn.Exec("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)",
+                           pg::Params().Add(lsn0), DeadlineIn(kTimeout))
+                     .GetDouble(0, 0);
     int64_t t1 = Transactions(conn);
     // Our own two statistics reads are in there; negligible.
     double idle_per_s = static_cast<double>(t1 - t0) / 11.5;
@@ -346,9 +350,9 @@ int Idle(const Options& o) {
     double background = idle_per_s * elapsed;
     per_task.push_back((total - background) / o.tasks);
     idle_rate.push_back(idle_per_s);
-    fmt::print("  run {}: idle fleet {:.1f} transactions/s; {:.0f} transactions during {} tasks "
-               "({:.1f} s), {:.2f} per task beyond the idle background\n",
-               r + 1, idle_per_s, total, o.tasks, elapsed, per_task.back());
+    fmt::print("  run {}: idle fleet {:.1f} transactions/s writing {:.0f} bytes of WAL/s; {:.0f} "
+               "transactions during {} tasks ({:.1f} s), {:.2f} per task beyond the idle background\n",
+               r + 1, idle_per_s, wal / 10.0, total, o.tasks, elapsed, per_task.back());
     for (auto& w : workers) w.Signal(SIGTERM);
     for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
