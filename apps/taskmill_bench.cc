@@ -21,8 +21,8 @@
 #include <iostream>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "common/subprocess.h"
 #include "embedded/local_postgres.h"
@@ -100,9 +100,10 @@ class Database {
     auto m = store::Migrate(conn, DeadlineIn(std::chrono::minutes(2)));
     if (!m.ok()) throw std::runtime_error(m.error().message);
     // A fresh slate when reusing a given database.
-    conn.Exec("TRUNCATE taskmill.task, taskmill.task_resource, taskmill.idle_worker, "
-              "taskmill.app, taskmill.lease CASCADE",
-              DeadlineIn(kTimeout));
+    conn.Exec(
+        "TRUNCATE taskmill.task, taskmill.task_resource, taskmill.idle_worker, "
+        "taskmill.app, taskmill.lease CASCADE",
+        DeadlineIn(kTimeout));
     TaskRegistry registry;
     RegisterBuiltins(registry);
     store::RegisterFunctions(conn, registry.Names(), DeadlineIn(kTimeout));
@@ -122,8 +123,8 @@ std::vector<Subprocess> StartWorkers(const Database& db, int n, bool in_process,
   std::vector<Subprocess> out;
   for (int i = 0; i < n; ++i) {
     SubprocessOptions so;
-    so.argv = {TaskmillBinary(), "--database-url", db.url(), "--log-level", "warn", "worker",
-               "--name", fmt::format("bench-{}", i)};
+    so.argv = {TaskmillBinary(), "--database-url", db.url(), "--log-level",
+               "warn",           "worker",         "--name", fmt::format("bench-{}", i)};
     if (in_process) so.argv.push_back("--in-process");
     so.argv.insert(so.argv.end(), extra.begin(), extra.end());
     so.output_file = fmt::format("/tmp/taskmill-bench-worker-{}.log", i);
@@ -207,9 +208,10 @@ std::vector<double> PickupLatencies(pg::Connection& conn, int tasks, int interva
 }
 
 int Dispatch(const Options& o) {
-  fmt::print("dispatch: {} connection(s), pipeline depth {}, {} s per run, no-op tasks each with a "
-             "fresh exclusive resource\n",
-             o.connections, o.pipeline, o.seconds);
+  fmt::print(
+      "dispatch: {} connection(s), pipeline depth {}, {} s per run, no-op tasks each with a "
+      "fresh exclusive resource\n",
+      o.connections, o.pipeline, o.seconds);
   std::vector<double> rates;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
@@ -246,9 +248,10 @@ int EndToEnd(const Options& o) {
 }
 
 int Latency(const Options& o) {
-  fmt::print("latency: {} worker(s) idle, one no-op task every {} ms, {} tasks; "
-             "pickup = started_at - unblocked_at\n",
-             o.workers, o.interval_ms, o.tasks);
+  fmt::print(
+      "latency: {} worker(s) idle, one no-op task every {} ms, {} tasks; "
+      "pickup = started_at - unblocked_at\n",
+      o.workers, o.interval_ms, o.tasks);
   std::vector<double> p50s;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
@@ -268,18 +271,20 @@ int Latency(const Options& o) {
 // Unrelated dispatch rate and pickup latency with and without a large
 // backlog waiting behind one busy resource.
 int Backlog(const Options& o) {
-  fmt::print("backlog: {} tasks waiting behind one busy resource vs an empty queue; dispatch on "
-             "{} connection(s) for {} s, then latency of {} tasks every {} ms with {} workers\n",
-             o.waiting, o.connections, o.seconds, o.tasks, o.interval_ms, o.workers);
+  fmt::print(
+      "backlog: {} tasks waiting behind one busy resource vs an empty queue; dispatch on "
+      "{} connection(s) for {} s, then latency of {} tasks every {} ms with {} workers\n",
+      o.waiting, o.connections, o.seconds, o.tasks, o.interval_ms, o.workers);
   std::vector<double> rate_empty, rate_full, p50_empty, p50_full;
   for (int r = 0; r < o.runs; ++r) {
     for (bool full : {false, true}) {
       Database db(o);
       auto conn = db.Connect();
       if (full) {
-        conn.Exec("SELECT taskmill.dispatch('taskmill.sleep', '[]', '{\"seconds\": 3600}', "
-                  "ARRAY['busy'])",
-                  DeadlineIn(kTimeout));
+        conn.Exec(
+            "SELECT taskmill.dispatch('taskmill.sleep', '[]', '{\"seconds\": 3600}', "
+            "ARRAY['busy'])",
+            DeadlineIn(kTimeout));
         std::vector<pg::Connection::Statement> batch(
             100, {"SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY['busy'])", {}});
         for (int i = 0; i < o.waiting; i += 100) conn.ExecPipeline(batch, DeadlineIn(kTimeout));
@@ -302,8 +307,8 @@ int Backlog(const Options& o) {
   fmt::print("median empty: {:.0f} dispatches/s, p50 {:.2f} ms\n", Median(rate_empty),
              Median(p50_empty));
   fmt::print("median with {} waiting: {:.0f} dispatches/s ({:.2f}x), p50 {:.2f} ms ({:.2f}x)\n",
-             o.waiting, Median(rate_full), Median(rate_empty) / Median(rate_full),
-             Median(p50_full), Median(p50_full) / std::max(Median(p50_empty), 1e-9));
+             o.waiting, Median(rate_full), Median(rate_empty) / Median(rate_full), Median(p50_full),
+             Median(p50_full) / std::max(Median(p50_empty), 1e-9));
   return 0;
 }
 
@@ -311,9 +316,11 @@ int64_t Transactions(pg::Connection& conn) {
   // Statistics reach the cumulative views within about a second.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   conn.Exec("SELECT pg_stat_clear_snapshot()", DeadlineIn(kTimeout));
-  return conn.Exec("SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                   "WHERE datname = current_database()",
-                   DeadlineIn(kTimeout))
+  return conn
+      .Exec(
+          "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+          "WHERE datname = current_database()",
+          DeadlineIn(kTimeout))
       .GetInt(0, 0);
 }
 
@@ -330,7 +337,8 @@ int Idle(const Options& o) {
     WaitForWorkers(conn, o.workers, true);
     std::this_thread::sleep_for(std::chrono::seconds(2));
     int64_t t0 = Transactions(conn);
-    std::string lsn0 = conn.Exec("SELECT pg_current_wal_lsn()::text", DeadlineIn(kTimeout)).GetString(0, 0);
+    std::string lsn0 =
+        conn.Exec("SELECT pg_current_wal_lsn()::text", DeadlineIn(kTimeout)).GetString(0, 0);
     std::this_thread::sleep_for(std::chrono::seconds(10));
     double wal = conn.Exec("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)",
                            pg::Params().Add(lsn0), DeadlineIn(kTimeout))
@@ -350,9 +358,10 @@ int Idle(const Options& o) {
     double background = idle_per_s * elapsed;
     per_task.push_back((total - background) / o.tasks);
     idle_rate.push_back(idle_per_s);
-    fmt::print("  run {}: idle fleet {:.1f} transactions/s writing {:.0f} bytes of WAL/s; {:.0f} "
-               "transactions during {} tasks ({:.1f} s), {:.2f} per task beyond the idle background\n",
-               r + 1, idle_per_s, wal / 10.0, total, o.tasks, elapsed, per_task.back());
+    fmt::print(
+        "  run {}: idle fleet {:.1f} transactions/s writing {:.0f} bytes of WAL/s; {:.0f} "
+        "transactions during {} tasks ({:.1f} s), {:.2f} per task beyond the idle background\n",
+        r + 1, idle_per_s, wal / 10.0, total, o.tasks, elapsed, per_task.back());
     for (auto& w : workers) w.Signal(SIGTERM);
     for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
@@ -364,15 +373,17 @@ int Idle(const Options& o) {
 // From the kill -9 of a worker in the middle of a task until the next task
 // on the same resource starts.
 int Recovery(const Options& o) {
-  fmt::print("recovery: 2 workers (heartbeat {} s, ttl {} s); kill -9 of the one running a long "
-             "task; time until the next task on its resource starts\n",
-             o.heartbeat_interval, o.ttl);
+  fmt::print(
+      "recovery: 2 workers (heartbeat {} s, ttl {} s); kill -9 of the one running a long "
+      "task; time until the next task on its resource starts\n",
+      o.heartbeat_interval, o.ttl);
   std::vector<double> secs;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
     auto conn = db.Connect();
-    std::vector<std::string> extra = {"--heartbeat-interval", fmt::format("{}", o.heartbeat_interval),
-                                      "--ttl", fmt::format("{}", o.ttl)};
+    std::vector<std::string> extra = {"--heartbeat-interval",
+                                      fmt::format("{}", o.heartbeat_interval), "--ttl",
+                                      fmt::format("{}", o.ttl)};
     auto workers = StartWorkers(db, 2, false, extra);
     WaitForWorkers(conn, 2, false);
     // Let the workers be up for a whole TTL, as a living fleet is.
@@ -384,22 +395,25 @@ int Recovery(const Options& o) {
                     .GetString(0, 0);
     int pid = 0;
     while (pid == 0) {
-      auto res = conn.Exec("SELECT a.pid FROM taskmill.task t JOIN taskmill.app a ON a.id = t.app_lock "
-                           "WHERE t.state = 'running'",
-                           DeadlineIn(kTimeout));
+      auto res = conn.Exec(
+          "SELECT a.pid FROM taskmill.task t JOIN taskmill.app a ON a.id = t.app_lock "
+          "WHERE t.state = 'running'",
+          DeadlineIn(kTimeout));
       if (res.rows() > 0) pid = static_cast<int>(res.GetInt(0, 0));
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     kill(pid, SIGKILL);
-    double killed_at = conn.Exec("SELECT extract(epoch FROM clock_timestamp())", DeadlineIn(kTimeout))
-                           .GetDouble(0, 0);
+    double killed_at =
+        conn.Exec("SELECT extract(epoch FROM clock_timestamp())", DeadlineIn(kTimeout))
+            .GetDouble(0, 0);
     double started = 0;
-    Deadline limit = DeadlineIn(std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(o.ttl * 3 + 60)));
+    Deadline limit = DeadlineIn(
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.ttl * 3 + 60)));
     while (!Expired(limit)) {
-      auto res = conn.Exec("SELECT extract(epoch FROM started_at) FROM taskmill.task WHERE id = $1 "
-                           "AND started_at IS NOT NULL",
-                           pg::Params().Add(next), DeadlineIn(kTimeout));
+      auto res = conn.Exec(
+          "SELECT extract(epoch FROM started_at) FROM taskmill.task WHERE id = $1 "
+          "AND started_at IS NOT NULL",
+          pg::Params().Add(next), DeadlineIn(kTimeout));
       if (res.rows() > 0) {
         started = res.GetDouble(0, 0);
         break;

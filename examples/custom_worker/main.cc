@@ -12,15 +12,16 @@
 int main(int argc, char** argv) {
   taskmill::TaskRegistry registry;
   taskmill::RegisterBuiltins(registry);
-  registry.Register("shop.add", [](const nlohmann::json& args, const nlohmann::json&,
-                                   taskmill::TaskContext&) {
-    double sum = 0;
-    for (const auto& a : args) {
-      if (!a.is_number()) throw std::invalid_argument("shop.add adds numbers only");
-      sum += a.get<double>();
-    }
-    return nlohmann::json(sum);
-  });
+  registry.Register("shop.add",
+                    [](const nlohmann::json& args, const nlohmann::json&, taskmill::TaskContext&) {
+                      double sum = 0;
+                      for (const auto& a : args) {
+                        if (!a.is_number())
+                          throw std::invalid_argument("shop.add adds numbers only");
+                        sum += a.get<double>();
+                      }
+                      return nlohmann::json(sum);
+                    });
   registry.Register("shop.count_to", [](const nlohmann::json&, const nlohmann::json& kwargs,
                                         taskmill::TaskContext& ctx) {
     int64_t n = kwargs.value("n", 10);

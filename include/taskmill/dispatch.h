@@ -26,8 +26,8 @@
 namespace taskmill {
 
 struct DispatchRequest {
-  std::string name;  // a registered function (taskmill.task_function)
-  nlohmann::json args = nlohmann::json::array();     // must be an array
+  std::string name;                               // a registered function (taskmill.task_function)
+  nlohmann::json args = nlohmann::json::array();  // must be an array
   nlohmann::json kwargs = nlohmann::json::object();  // must be an object
   // Names: 1-512 bytes, no control characters, at most 256 of each kind. A
   // name in both lists is exclusive. Order and duplicates do not matter.

@@ -175,8 +175,8 @@ void AddWorker(CLI::App& app, GlobalOptions& options) {
     o.database_url = *url;
     o.listen = !*no_listen;
     o.janitor = !*no_janitor;
-    SetupLogging(options.log_level, o.name.empty() ? fmt::format("worker {}", getpid())
-                                                   : "worker " + o.name);
+    SetupLogging(options.log_level,
+                 o.name.empty() ? fmt::format("worker {}", getpid()) : "worker " + o.name);
     Worker worker(o, *options.registry);
     int rc = worker.Run();
     if (rc != 0) throw CLI::RuntimeError(rc);
@@ -192,8 +192,7 @@ void AddDispatch(CLI::App& app, GlobalOptions& options) {
   auto* cmd = app.add_subcommand("dispatch", "Create a task and print its id");
   cmd->add_option("name", f->name, "Registered function name")->required();
   cmd->add_option("--args", f->args, "Positional arguments, a JSON array")->capture_default_str();
-  cmd->add_option("--kwargs", f->kwargs, "Keyword arguments, a JSON object")
-      ->capture_default_str();
+  cmd->add_option("--kwargs", f->kwargs, "Keyword arguments, a JSON object")->capture_default_str();
   cmd->add_option("--exclusive", f->exclusive, "Resource held exclusively (repeatable)");
   cmd->add_option("--shared", f->shared, "Resource held shared (repeatable)");
   cmd->add_option("--task-group", f->task_group, "Task group id");
@@ -329,8 +328,9 @@ void AddUp(CLI::App& app, GlobalOptions& options) {
   };
   auto f = std::make_shared<UpFlags>();
   auto* cmd = app.add_subcommand(
-      "up", "Run taskmill here: an embedded PostgreSQL (unless a database URL is given), the "
-            "schema, workers and the API server, until Ctrl-C");
+      "up",
+      "Run taskmill here: an embedded PostgreSQL (unless a database URL is given), the "
+      "schema, workers and the API server, until Ctrl-C");
   cmd->add_option("--workers", f->workers, "Number of worker processes")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
@@ -390,11 +390,12 @@ void AddUp(CLI::App& app, GlobalOptions& options) {
       specs.push_back({"--log-level", options.log_level, "worker", "--name",
                        fmt::format("worker-{}@{}", i + 1, getpid())});
     }
-    if (!f->no_api) specs.push_back({"--log-level", options.log_level, "api", "--listen", f->api_listen});
+    if (!f->no_api)
+      specs.push_back({"--log-level", options.log_level, "api", "--listen", f->api_listen});
     std::vector<Subprocess> children;
     for (const auto& s : specs) children.push_back(start_child(s));
-    spdlog::info("taskmill is up: {} worker(s){}; database {}; Ctrl-C stops everything",
-                 f->workers, f->no_api ? "" : ", API on http://" + f->api_listen,
+    spdlog::info("taskmill is up: {} worker(s){}; database {}; Ctrl-C stops everything", f->workers,
+                 f->no_api ? "" : ", API on http://" + f->api_listen,
                  embedded ? "embedded" : "from the URL");
 
     timespec tick{0, 200 * 1000 * 1000};

@@ -39,7 +39,8 @@ Subprocess Subprocess::Start(const SubprocessOptions& options) {
   std::string out_path = options.output_file ? options.output_file->string() : "";
 
   int err_pipe[2];
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
+  if (pipe2(err_pipe, O_CLOEXEC) != 0)
+    throw std::system_error(errno, std::generic_category(), "pipe");
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {

@@ -5,17 +5,15 @@
 namespace taskmill {
 
 namespace {
-constexpr std::array<std::string_view, 6> kStateNames = {"waiting",   "running",  "completed",
-                                                         "failed",    "canceling", "canceled"};
+constexpr std::array<std::string_view, 6> kStateNames = {"waiting", "running",   "completed",
+                                                         "failed",  "canceling", "canceled"};
 
 nlohmann::json OptionalString(const std::optional<std::string>& s) {
   return s ? nlohmann::json(*s) : nlohmann::json(nullptr);
 }
 }  // namespace
 
-std::string_view TaskStateName(TaskState state) {
-  return kStateNames[static_cast<size_t>(state)];
-}
+std::string_view TaskStateName(TaskState state) { return kStateNames[static_cast<size_t>(state)]; }
 
 std::optional<TaskState> ParseTaskState(std::string_view name) {
   for (size_t i = 0; i < kStateNames.size(); ++i) {
@@ -45,9 +43,8 @@ nlohmann::json TaskToJson(const Task& task, std::string_view api_root) {
   j["worker_name"] = OptionalString(task.worker_name);
   j["parent_task"] = task.parent_task ? nlohmann::json(root + "tasks/" + *task.parent_task + "/")
                                       : nlohmann::json(nullptr);
-  j["task_group"] = task.task_group
-                        ? nlohmann::json(root + "task-groups/" + *task.task_group + "/")
-                        : nlohmann::json(nullptr);
+  j["task_group"] = task.task_group ? nlohmann::json(root + "task-groups/" + *task.task_group + "/")
+                                    : nlohmann::json(nullptr);
   j["progress_reports"] = task.progress_reports;
   j["reserved_resources_record"] = std::move(reserved);
   j["result"] = task.result;
@@ -71,9 +68,8 @@ nlohmann::json AppToJson(const App& app, std::string_view api_root) {
   j["ttl"] = app.ttl_seconds;
   j["online"] = app.online;
   j["versions"] = nlohmann::json{{"taskmill", app.version}};
-  j["current_task"] = app.current_task
-                          ? nlohmann::json(root + "tasks/" + *app.current_task + "/")
-                          : nlohmann::json(nullptr);
+  j["current_task"] = app.current_task ? nlohmann::json(root + "tasks/" + *app.current_task + "/")
+                                       : nlohmann::json(nullptr);
   return j;
 }
 

@@ -49,8 +49,8 @@ void GiveToPostgres(const fs::path& path) {
 }
 
 // Runs a PostgreSQL tool (as postgres when root) and waits for it.
-void RunTool(const fs::path& bindir, const std::vector<std::string>& args,
-             const fs::path& output, Deadline deadline) {
+void RunTool(const fs::path& bindir, const std::vector<std::string>& args, const fs::path& output,
+             Deadline deadline) {
   SubprocessOptions so;
   if (RunningAsRoot()) so.argv = {"runuser", "-u", "postgres", "--"};
   so.argv.push_back((bindir / args[0]).string());
@@ -127,18 +127,15 @@ LocalPostgres LocalPostgres::Start(const LocalPostgresOptions& options, Deadline
     fs::permissions(pg.options_.data_dir, fs::perms::owner_all);
     GiveToPostgres(pg.options_.data_dir);
     fs::path out = pg.options_.data_dir.parent_path() / "initdb.log";
-    {
-      std::ofstream touch(out);
-    }
+    { std::ofstream touch(out); }
     GiveToPostgres(out);
-    std::vector<std::string> args = {"initdb", "-D", pg.options_.data_dir.string(), "-A",
-                                     "trust",  "-U", "postgres", "-E", "UTF8", "--locale=C"};
+    std::vector<std::string> args = {
+        "initdb", "-D",        pg.options_.data_dir.string(), "-A", "trust", "-U", "postgres", "-E",
+        "UTF8",   "--locale=C"};
     if (!pg.options_.fsync) args.push_back("--no-sync");
     RunTool(pg.bindir_, args, out, deadline);
   }
-  {
-    std::ofstream touch(pg.options_.log_file, std::ios::app);
-  }
+  { std::ofstream touch(pg.options_.log_file, std::ios::app); }
   GiveToPostgres(pg.options_.log_file);
 
   // A server left running on this directory (by an earlier `taskmill up`
@@ -162,9 +159,9 @@ LocalPostgres LocalPostgres::Start(const LocalPostgresOptions& options, Deadline
 }
 
 void LocalPostgres::StartServer(Deadline deadline) {
-  std::vector<std::string> settings = {"listen_addresses=",
-                                       "unix_socket_directories=" + options_.socket_dir.string(),
-                                       "max_connections=300"};
+  std::vector<std::string> settings = {
+      "listen_addresses=", "unix_socket_directories=" + options_.socket_dir.string(),
+      "max_connections=300"};
   if (!options_.fsync) {
     // Not synchronous_commit=off: with it, a crash-restart (the fault
     // suite's) loses acknowledged commits, which no real deployment does.
@@ -175,9 +172,7 @@ void LocalPostgres::StartServer(Deadline deadline) {
   std::string opts;
   for (const auto& s : settings) opts += " -c " + ShellQuote(s);
   fs::path out = options_.data_dir.parent_path() / "pg_ctl.log";
-  {
-    std::ofstream touch(out, std::ios::app);
-  }
+  { std::ofstream touch(out, std::ios::app); }
   GiveToPostgres(out);
   int seconds = std::max(5, MillisLeft(deadline) / 1000);
   RunTool(bindir_,
@@ -192,9 +187,8 @@ void LocalPostgres::StartServer(Deadline deadline) {
       break;
     } catch (const pg::Error& e) {
       if (Expired(deadline)) {
-        throw std::runtime_error(
-            fmt::format("PostgreSQL did not accept connections: {}\n{}", e.what(),
-                        Tail(options_.log_file)));
+        throw std::runtime_error(fmt::format("PostgreSQL did not accept connections: {}\n{}",
+                                             e.what(), Tail(options_.log_file)));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }

@@ -198,8 +198,7 @@ Connection Connection::Open(const std::string& conninfo, Deadline deadline) {
     if (st == PGRES_POLLING_FAILED) {
       throw ConnectionError(fmt::format("cannot connect: {}", ConnMessage(conn)));
     }
-    pollfd p{PQsocket(conn), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT),
-             0};
+    pollfd p{PQsocket(conn), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
     int left = MillisLeft(deadline);
     if (left <= 0) throw ConnectionError("cannot connect: timed out");
     int rc = poll(&p, 1, left);
@@ -207,7 +206,8 @@ Connection Connection::Open(const std::string& conninfo, Deadline deadline) {
     if (rc == 0) throw ConnectionError("cannot connect: timed out");
     st = PQconnectPoll(conn);
   }
-  if (PQsetnonblocking(conn, 1) != 0) throw ConnectionError("cannot make the connection non-blocking");
+  if (PQsetnonblocking(conn, 1) != 0)
+    throw ConnectionError("cannot make the connection non-blocking");
   return c;
 }
 

@@ -59,8 +59,7 @@ Result<Task> Client::Get(const std::string& task_id, Deadline deadline) {
   return store::GetTask(impl_->Conn(deadline), task_id, deadline);
 }
 
-std::vector<Task> Client::List(const std::vector<TaskState>& states, int limit,
-                               Deadline deadline) {
+std::vector<Task> Client::List(const std::vector<TaskState>& states, int limit, Deadline deadline) {
   store::TaskFilter filter;
   filter.states = states;
   filter.limit = limit;

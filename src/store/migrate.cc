@@ -30,9 +30,8 @@ int LatestSchemaVersion() {
 int SchemaVersion(pg::Connection& conn, Deadline deadline) {
   auto exists = conn.Exec("SELECT to_regclass('taskmill.schema_migrations') IS NOT NULL", deadline);
   if (!exists.GetBool(0, 0)) return 0;
-  auto res =
-      conn.Exec("SELECT coalesce(max(version), 0)::integer FROM taskmill.schema_migrations",
-                deadline);
+  auto res = conn.Exec("SELECT coalesce(max(version), 0)::integer FROM taskmill.schema_migrations",
+                       deadline);
   return static_cast<int>(res.GetInt(0, 0));
 }
 

@@ -156,9 +156,9 @@ Result<std::string> CreateTaskGroup(pg::Connection& conn, const std::string& des
 
 Result<Task> GetTask(pg::Connection& conn, const std::string& task_id, Deadline deadline) {
   try {
-    auto res = conn.Exec(fmt::format("SELECT {} FROM taskmill.task_view WHERE id = $1::uuid",
-                                     kTaskColumns),
-                         pg::Params().Add(task_id), deadline);
+    auto res = conn.Exec(
+        fmt::format("SELECT {} FROM taskmill.task_view WHERE id = $1::uuid", kTaskColumns),
+        pg::Params().Add(task_id), deadline);
     if (res.rows() == 0) {
       return MakeError(ErrorCode::kNotFound, fmt::format("task {} not found", task_id));
     }
@@ -342,15 +342,16 @@ std::vector<OrphanedTask> OrphanedTasks(pg::Connection& conn, int limit, Deadlin
                        pg::Params().Add(limit), deadline);
   std::vector<OrphanedTask> out;
   for (int i = 0; i < res.rows(); ++i) {
-    out.push_back({res.GetString(i, 0), ParseTaskState(res.Get(i, 1)).value_or(TaskState::kRunning)});
+    out.push_back(
+        {res.GetString(i, 0), ParseTaskState(res.Get(i, 1)).value_or(TaskState::kRunning)});
   }
   return out;
 }
 
 std::optional<TaskState> FinalizeOrphan(pg::Connection& conn, const std::string& task_id,
                                         Deadline deadline) {
-  auto res = conn.Exec("SELECT taskmill.finalize_orphan($1::uuid)", pg::Params().Add(task_id),
-                       deadline);
+  auto res =
+      conn.Exec("SELECT taskmill.finalize_orphan($1::uuid)", pg::Params().Add(task_id), deadline);
   if (res.IsNull(0, 0)) return std::nullopt;
   return ParseTaskState(res.Get(0, 0));
 }

@@ -24,8 +24,11 @@ class FunctionContext : public TaskContext {
   void ReportProgress(const std::string& code, const std::string& message, int64_t done,
                       std::optional<int64_t> total) override {
     if (!progress_) return;
-    nlohmann::json report{{"message", message}, {"code", code},   {"state", "running"},
-                          {"done", done},       {"suffix", nullptr}};
+    nlohmann::json report{{"message", message},
+                          {"code", code},
+                          {"state", "running"},
+                          {"done", done},
+                          {"suffix", nullptr}};
     report["total"] = total ? nlohmann::json(*total) : nlohmann::json(nullptr);
     progress_(report);
   }
@@ -54,8 +57,9 @@ Outcome RunFunction(const TaskRegistry& registry, const Task& task, const std::a
   const TaskFunction* fn = registry.Find(task.name);
   if (fn == nullptr) {
     out.state = TaskState::kFailed;
-    out.error = {{"description",
-                  fmt::format("task function \"{}\" is not registered in this process", task.name)}};
+    out.error = {
+        {"description",
+         fmt::format("task function \"{}\" is not registered in this process", task.name)}};
     return out;
   }
   FunctionContext ctx(task.id, cancel, progress);
@@ -112,8 +116,9 @@ Outcome RunWithTimeout(const TaskRegistry& registry, const Task& task,
   Outcome out;
   out.state = TaskState::kFailed;
   double seconds = std::chrono::duration<double>(timeout).count();
-  out.error = {{"description", fmt::format("Immediate task {} (type: {}) timed out after {:g} seconds.",
-                                           task.id, task.name, seconds)}};
+  out.error = {
+      {"description", fmt::format("Immediate task {} (type: {}) timed out after {:g} seconds.",
+                                  task.id, task.name, seconds)}};
   return out;
 }
 

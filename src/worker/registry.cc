@@ -51,9 +51,11 @@ void RegisterBuiltins(TaskRegistry& registry) {
     // one line per run, so a test can prove no task ran twice and find the
     // process that ran it.
     if (kwargs.contains("journal")) {
-      if (!kwargs["journal"].is_string()) throw std::invalid_argument("kwarg 'journal' must be a path");
+      if (!kwargs["journal"].is_string())
+        throw std::invalid_argument("kwarg 'journal' must be a path");
       std::string line = fmt::format("{} {}\n", ctx.task_id(), getpid());
-      int fd = open(kwargs["journal"].get<std::string>().c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+      int fd =
+          open(kwargs["journal"].get<std::string>().c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
       if (fd < 0) throw std::runtime_error("cannot open the journal file");
       [[maybe_unused]] ssize_t n = write(fd, line.data(), line.size());
       close(fd);
@@ -70,29 +72,31 @@ void RegisterBuiltins(TaskRegistry& registry) {
     }
     return nlohmann::json(nullptr);
   });
-  registry.Register("taskmill.echo", [](const nlohmann::json& args, const nlohmann::json& kwargs,
-                                        TaskContext&) {
-    return nlohmann::json{{"args", args}, {"kwargs", kwargs}};
-  });
-  registry.Register("taskmill.fail", [](const nlohmann::json&, const nlohmann::json& kwargs,
-                                        TaskContext&) -> nlohmann::json {
-    std::string message = "taskmill.fail was asked to fail";
-    if (kwargs.contains("message")) {
-      const auto& m = kwargs.at("message");
-      message = m.is_string() ? m.get<std::string>() : m.dump();
-    }
-    throw std::runtime_error(message);
-  });
-  registry.Register("taskmill.crash", [](const nlohmann::json&, const nlohmann::json& kwargs,
-                                         TaskContext&) -> nlohmann::json {
-    int signo = static_cast<int>(NumberKwarg(kwargs, "signal", SIGSEGV));
-    if (signo <= 0 || signo >= NSIG) throw std::invalid_argument("kwarg 'signal' out of range");
-    // Default action, so the process really dies of it.
-    std::signal(signo, SIG_DFL);
-    std::raise(signo);
-    // Signals whose default is to be ignored end up here.
-    throw std::runtime_error(fmt::format("signal {} did not kill the process", signo));
-  });
+  registry.Register("taskmill.echo",
+                    [](const nlohmann::json& args, const nlohmann::json& kwargs, TaskContext&) {
+                      return nlohmann::json{{"args", args}, {"kwargs", kwargs}};
+                    });
+  registry.Register(
+      "taskmill.fail",
+      [](const nlohmann::json&, const nlohmann::json& kwargs, TaskContext&) -> nlohmann::json {
+        std::string message = "taskmill.fail was asked to fail";
+        if (kwargs.contains("message")) {
+          const auto& m = kwargs.at("message");
+          message = m.is_string() ? m.get<std::string>() : m.dump();
+        }
+        throw std::runtime_error(message);
+      });
+  registry.Register(
+      "taskmill.crash",
+      [](const nlohmann::json&, const nlohmann::json& kwargs, TaskContext&) -> nlohmann::json {
+        int signo = static_cast<int>(NumberKwarg(kwargs, "signal", SIGSEGV));
+        if (signo <= 0 || signo >= NSIG) throw std::invalid_argument("kwarg 'signal' out of range");
+        // Default action, so the process really dies of it.
+        std::signal(signo, SIG_DFL);
+        std::raise(signo);
+        // Signals whose default is to be ignored end up here.
+        throw std::runtime_error(fmt::format("signal {} did not kill the process", signo));
+      });
 }
 
 }  // namespace taskmill

@@ -213,16 +213,16 @@ bool Worker::Impl::Reconnect(const pg::Error& cause) {
     try {
       Connect();
       if (!store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
-        spdlog::warn("this worker was declared dead while the database was away; rejoining as a "
-                     "new worker");
+        spdlog::warn(
+            "this worker was declared dead while the database was away; rejoining as a "
+            "new worker");
         Register();
       }
       listener_ = pg::Connection();
       ConnectListener();
       int lost = store::RequeueLost(conn_, app_id_, current_task_, DeadlineIn(kQueryTimeout));
       if (lost > 0) spdlog::warn("put {} task(s) claimed during the outage back in line", lost);
-      spdlog::info("database reachable again after {:.1f}s",
-                   Seconds(Clock::now() - since).count());
+      spdlog::info("database reachable again after {:.1f}s", Seconds(Clock::now() - since).count());
       return true;
     } catch (const pg::Error& e) {
       if (!e.retryable()) throw;
@@ -237,9 +237,10 @@ void Worker::Impl::Heartbeat() {
   if (store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
     last_heartbeat_ok_ = Clock::now();
   } else {
-    spdlog::error("this worker ({}) was declared dead by the janitor (no heartbeat within {}s); "
-                  "its tasks were failed; rejoining as a new worker",
-                  app_id_, options_.ttl);
+    spdlog::error(
+        "this worker ({}) was declared dead by the janitor (no heartbeat within {}s); "
+        "its tasks were failed; rejoining as a new worker",
+        app_id_, options_.ttl);
     Register();
     listener_ = pg::Connection();
     ConnectListener();
@@ -291,9 +292,10 @@ void Worker::Impl::DrainSignals() {
           spdlog::warn("second SIGINT: aborting the running task now");
           stop_ = StopMode::kAbortNow;
         } else {
-          spdlog::info("SIGINT: no new tasks; the running task is aborted after {}s "
-                       "(SIGINT again to abort now)",
-                       options_.shutdown_grace);
+          spdlog::info(
+              "SIGINT: no new tasks; the running task is aborted after {}s "
+              "(SIGINT again to abort now)",
+              options_.shutdown_grace);
           stop_ = StopMode::kAbort;
           abort_at_ = Clock::now() + ToDuration(options_.shutdown_grace);
         }
@@ -364,9 +366,10 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
       if (store::Heartbeat(conn_, app_id_, DeadlineIn(kQueryTimeout))) {
         last_heartbeat_ok_ = Clock::now();
       } else {
-        spdlog::error("this worker was declared dead while running task {}; stopping the task "
-                      "without recording anything (the janitor already decided its outcome)",
-                      task.id);
+        spdlog::error(
+            "this worker was declared dead while running task {}; stopping the task "
+            "without recording anything (the janitor already decided its outcome)",
+            task.id);
         sup.fenced = true;
       }
     }
@@ -393,9 +396,10 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
   };
   if (!sup.self_fenced && !sup.fenced &&
       Clock::now() - last_heartbeat_ok_ > ToDuration(options_.ttl * 0.8)) {
-    spdlog::error("no heartbeat for {:.1f}s (ttl {}s): stopping task {} before this worker is "
-                  "declared dead",
-                  Seconds(Clock::now() - last_heartbeat_ok_).count(), options_.ttl, task.id);
+    spdlog::error(
+        "no heartbeat for {:.1f}s (ttl {}s): stopping task {} before this worker is "
+        "declared dead",
+        Seconds(Clock::now() - last_heartbeat_ok_).count(), options_.ttl, task.id);
     sup.self_fenced = true;
     if (flag != nullptr) flag->store(true);
     signal_child(SIGKILL);
@@ -538,7 +542,8 @@ worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
   } else if (sup.cancel_requested) {
     out.state = TaskState::kCanceled;
   } else if (outcome_msg && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-    out.state = ParseTaskState((*outcome_msg)["state"].get<std::string>()).value_or(TaskState::kFailed);
+    out.state =
+        ParseTaskState((*outcome_msg)["state"].get<std::string>()).value_or(TaskState::kFailed);
     out.result = (*outcome_msg)["result"];
     out.error = (*outcome_msg)["error"];
   } else if (WIFSIGNALED(status)) {
@@ -619,9 +624,10 @@ worker::Outcome Worker::Impl::RunOnThread(const Task& task, Supervision& sup,
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (!shared->done) {
-      spdlog::critical("task {} ignores cancellation after timing out; this worker exits so that "
-                       "it can be restarted clean",
-                       task.id);
+      spdlog::critical(
+          "task {} ignores cancellation after timing out; this worker exits so that "
+          "it can be restarted clean",
+          task.id);
       RecordOutcome(task, out, false);
       try {
         store::DeregisterApp(conn_, app_id_, DeadlineIn(std::chrono::seconds(5)));
@@ -648,8 +654,8 @@ worker::Outcome Worker::Impl::RunOnThread(const Task& task, Supervision& sup,
   return shared->outcome;
 }
 
-std::optional<Task> Worker::Impl::RecordOutcome(const Task& task,
-                                                const worker::Outcome& outcome, bool claim_next) {
+std::optional<Task> Worker::Impl::RecordOutcome(const Task& task, const worker::Outcome& outcome,
+                                                bool claim_next) {
   // The outcome must not be lost to a passing database fault: retry until it
   // is written or we learn that we no longer own the task.
   bool retried = false;
@@ -675,23 +681,25 @@ std::optional<Task> Worker::Impl::RecordOutcome(const Task& task,
         if (ours) {
           spdlog::debug("task {} was already recorded as {}", task.id, TaskStateName(now->state));
         } else {
-          spdlog::warn("task {} is no longer ours (this worker was declared dead); its outcome "
-                       "was not recorded",
-                       task.id);
+          spdlog::warn(
+              "task {} is no longer ours (this worker was declared dead); its outcome "
+              "was not recorded",
+              task.id);
         }
       } else {
-        spdlog::log(*final_state == TaskState::kCompleted ? spdlog::level::debug
-                                                          : spdlog::level::info,
-                    "task {} ({}) {}", task.id, task.name, TaskStateName(*final_state));
+        spdlog::log(
+            *final_state == TaskState::kCompleted ? spdlog::level::debug : spdlog::level::info,
+            "task {} ({}) {}", task.id, task.name, TaskStateName(*final_state));
       }
       return next;
     } catch (const pg::Error& e) {
       if (!e.retryable()) throw;
       retried = true;
       if (!Reconnect(e)) {
-        spdlog::error("stopping before the outcome of task {} could be written; the janitor will "
-                      "fail it",
-                      task.id);
+        spdlog::error(
+            "stopping before the outcome of task {} could be written; the janitor will "
+            "fail it",
+            task.id);
         return std::nullopt;
       }
     }

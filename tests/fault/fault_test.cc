@@ -169,8 +169,10 @@ TEST_F(FaultTest, StoppedWorkerDoesNotOverwriteTheJanitorsVerdict) {
   workers_[a].Signal(SIGCONT);
   // It notices, writes nothing, and comes back as a new worker.
   ASSERT_TRUE(WaitFor(
-      [&] { return testing::ReadFile(logs_[a]).find("no longer ours") != std::string::npos ||
-                   testing::ReadFile(logs_[a]).find("declared dead") != std::string::npos; },
+      [&] {
+        return testing::ReadFile(logs_[a]).find("no longer ours") != std::string::npos ||
+               testing::ReadFile(logs_[a]).find("declared dead") != std::string::npos;
+      },
       20s))
       << testing::ReadFile(logs_[a]);
   std::this_thread::sleep_for(1s);
@@ -231,7 +233,8 @@ TEST_F(FaultTest, CancelWaitingRunningFinishedUnknownStubbornAndGroup) {
   auto group = store::CreateTaskGroup(Conn(), "fault group", DeadlineIn(kTimeout));
   ASSERT_TRUE(group.ok());
   std::vector<std::string> members;
-  for (int i = 0; i < 3; ++i) members.push_back(Dispatch("taskmill.sleep", Sleep(600), {"G"}, {}, *group));
+  for (int i = 0; i < 3; ++i)
+    members.push_back(Dispatch("taskmill.sleep", Sleep(600), {"G"}, {}, *group));
   ASSERT_TRUE(WaitState(members[0], TaskState::kRunning));
   auto n = store::CancelTaskGroup(Conn(), *group, DeadlineIn(kTimeout));
   ASSERT_TRUE(n.ok());
@@ -313,7 +316,9 @@ TEST_F(FaultTest, WorkerWaitsForADatabaseThatIsNotThereYet) {
   server = LocalPostgres::Start(lo, DeadlineIn(120s));
   auto c = Connect(server.ConnInfo());
   EXPECT_TRUE(WaitFor(
-      [&] { return c.Exec("SELECT count(*) FROM taskmill.app", DeadlineIn(kTimeout)).GetInt(0, 0) == 1; },
+      [&] {
+        return c.Exec("SELECT count(*) FROM taskmill.app", DeadlineIn(kTimeout)).GetInt(0, 0) == 1;
+      },
       30s))
       << testing::ReadFile(log);
   w.Stop(DeadlineIn(10s));
@@ -343,8 +348,9 @@ TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
   int kills = 0;
   auto unfinished = [&] {
     try {
-      return Scalar("SELECT count(*) FROM taskmill.task WHERE state NOT IN "
-                    "('completed', 'failed', 'canceled')");
+      return Scalar(
+          "SELECT count(*) FROM taskmill.task WHERE state NOT IN "
+          "('completed', 'failed', 'canceled')");
     } catch (const pg::Error&) {
       return int64_t{1};
     }
@@ -376,7 +382,8 @@ TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
     if (pids.size() > 1) ++ran_twice;
   }
   // Completed tasks ran (exactly once, above).
-  auto res = Conn().Exec("SELECT id FROM taskmill.task WHERE state = 'completed'", DeadlineIn(kTimeout));
+  auto res =
+      Conn().Exec("SELECT id FROM taskmill.task WHERE state = 'completed'", DeadlineIn(kTimeout));
   for (int i = 0; i < res.rows(); ++i) EXPECT_EQ(journal.count(res.GetString(i, 0)), 1u);
   EXPECT_GT(res.rows(), 250);
   // No two conflicting tasks were ever running at the same time.

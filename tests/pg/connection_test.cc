@@ -16,8 +16,13 @@ Connection Open() {
 TEST(ConnectionTest, ParamsOfEveryTypeAndNulls) {
   auto c = Open();
   auto r = c.Exec("SELECT $1::text, $2::bigint, $3::float8, $4::boolean, $5::text, $6::text",
-                  Params().Add("héllo").Add(int64_t{-42}).Add(2.5).Add(true).AddNull().Add(
-                      std::optional<std::string>()),
+                  Params()
+                      .Add("héllo")
+                      .Add(int64_t{-42})
+                      .Add(2.5)
+                      .Add(true)
+                      .AddNull()
+                      .Add(std::optional<std::string>()),
                   DeadlineIn(kTimeout));
   ASSERT_EQ(r.rows(), 1);
   EXPECT_EQ(r.GetString(0, 0), "héllo");
@@ -33,11 +38,12 @@ TEST(ConnectionTest, ParamsOfEveryTypeAndNulls) {
 
 TEST(ConnectionTest, TextArraysRoundTrip) {
   auto c = Open();
-  std::vector<std::string> values = {"plain", "with space", "quote\"d", "back\\slash", "a,b",
-                                     "{braces}", "NULL", ""};
-  auto r = c.Exec("SELECT $1::text[], cardinality($1::text[]), ARRAY['x', NULL]::text[], "
-                  "'{}'::text[], NULL::text[]",
-                  Params().AddTextArray(values), DeadlineIn(kTimeout));
+  std::vector<std::string> values = {"plain", "with space", "quote\"d", "back\\slash",
+                                     "a,b",   "{braces}",   "NULL",     ""};
+  auto r = c.Exec(
+      "SELECT $1::text[], cardinality($1::text[]), ARRAY['x', NULL]::text[], "
+      "'{}'::text[], NULL::text[]",
+      Params().AddTextArray(values), DeadlineIn(kTimeout));
   EXPECT_EQ(r.GetTextArray(0, 0), values);
   EXPECT_EQ(r.GetInt(0, 1), static_cast<int64_t>(values.size()));
   EXPECT_EQ(r.GetTextArray(0, 2), (std::vector<std::string>{"x", ""}));

@@ -184,8 +184,8 @@ TEST_F(OrderingTest, CancelRunningThenFinishEndsCanceledOnce) {
   auto st = store::CancelTask(conn_, t, DeadlineIn(kTimeout));
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(*st, TaskState::kCanceling);
-  auto final_state = store::FinishTask(conn_, t, app_, TaskState::kCompleted, 42, nullptr,
-                                       DeadlineIn(kTimeout));
+  auto final_state =
+      store::FinishTask(conn_, t, app_, TaskState::kCompleted, 42, nullptr, DeadlineIn(kTimeout));
   ASSERT_TRUE(final_state.has_value());
   EXPECT_EQ(*final_state, TaskState::kCanceled);
   auto task = store::GetTask(conn_, t, DeadlineIn(kTimeout));
@@ -193,9 +193,9 @@ TEST_F(OrderingTest, CancelRunningThenFinishEndsCanceledOnce) {
   EXPECT_TRUE(task->started_at.has_value());
   EXPECT_TRUE(task->finished_at.has_value());
   // A second finish (a duplicate write) changes nothing.
-  EXPECT_FALSE(store::FinishTask(conn_, t, app_, TaskState::kCompleted, 1, nullptr,
-                                 DeadlineIn(kTimeout))
-                   .has_value());
+  EXPECT_FALSE(
+      store::FinishTask(conn_, t, app_, TaskState::kCompleted, 1, nullptr, DeadlineIn(kTimeout))
+          .has_value());
 }
 
 TEST_F(OrderingTest, TaskGroupCancelCancelsEveryUnfinishedTask) {
@@ -311,9 +311,8 @@ TEST_F(OrderingTest, OnlyConflictingDispatchesWaitForEachOther) {
   DispatchRequest free_req;
   free_req.name = "taskmill.noop";
   free_req.exclusive_resources = {"B"};
-  EXPECT_TRUE(store::DispatchTask(conn_, free_req, std::nullopt,
-                                  DeadlineIn(std::chrono::seconds(5)))
-                  .ok());
+  EXPECT_TRUE(
+      store::DispatchTask(conn_, free_req, std::nullopt, DeadlineIn(std::chrono::seconds(5))).ok());
   // Same resource: waits for the open transaction's lock.
   DispatchRequest conflicting = free_req;
   conflicting.exclusive_resources = {"A"};

@@ -15,10 +15,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "taskmill/registry.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
 #include "support/test_postgres.h"
+#include "taskmill/registry.h"
 
 namespace taskmill::testing {
 
@@ -39,8 +39,8 @@ std::string MigratedTestDatabase() {
 
 Subprocess StartTaskmill(const std::vector<std::string>& args, std::string* log_path) {
   static std::atomic<int> counter{0};
-  std::string log = fmt::format("{}/taskmill-test-{}-{}.log", ::testing::TempDir(), getpid(),
-                                counter++);
+  std::string log =
+      fmt::format("{}/taskmill-test-{}-{}.log", ::testing::TempDir(), getpid(), counter++);
   std::remove(log.c_str());
   SubprocessOptions so;
   so.argv = {TASKMILL_BINARY};

@@ -58,8 +58,8 @@ TEST(CliTest, MigrateDispatchListShowCancel) {
   auto again = RunTaskmill({"--database-url", db, "tasks", "cancel", id});
   EXPECT_EQ(again.exit_code, 4);
   EXPECT_NE(again.err.find("already canceled"), std::string::npos) << again.err;
-  auto unknown = RunTaskmill({"--database-url", db, "tasks", "show",
-                              "6f1d1a52-0000-4000-8000-000000000000"});
+  auto unknown =
+      RunTaskmill({"--database-url", db, "tasks", "show", "6f1d1a52-0000-4000-8000-000000000000"});
   EXPECT_EQ(unknown.exit_code, 3);
 
   auto workers = RunTaskmill({"--database-url", db, "workers", "list", "--json"});
@@ -102,8 +102,8 @@ TEST(CliTest, BadInputGetsAClearMessageAndNonZeroExit) {
 }
 
 TEST(CliTest, UnreachableOrUnmigratedDatabase) {
-  auto r = RunTaskmill({"--database-url", "host=/nonexistent port=5432 user=postgres", "dispatch",
-                        "taskmill.noop"});
+  auto r = RunTaskmill(
+      {"--database-url", "host=/nonexistent port=5432 user=postgres", "dispatch", "taskmill.noop"});
   EXPECT_EQ(r.exit_code, 5);
   EXPECT_NE(r.err.find("cannot use the database"), std::string::npos) << r.err;
   auto fresh = testing::CreateTestDatabase("empty");
@@ -113,7 +113,8 @@ TEST(CliTest, UnreachableOrUnmigratedDatabase) {
   auto w = RunTaskmill({"--database-url", fresh, "worker"});
   EXPECT_EQ(w.exit_code, 2);
   EXPECT_NE(w.err.find("taskmill migrate"), std::string::npos) << w.err;
-  auto none = RunTaskmill({"tasks", "list"}, {"TASKMILL_DATABASE_URL=", "TASKMILL_HOME=/nonexistent"});
+  auto none =
+      RunTaskmill({"tasks", "list"}, {"TASKMILL_DATABASE_URL=", "TASKMILL_HOME=/nonexistent"});
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("no database given"), std::string::npos) << none.err;
 }

@@ -67,7 +67,8 @@ class WorkerTest : public ::testing::Test {
 
   Task Get(const std::string& id) { return *store::GetTask(conn_, id, DeadlineIn(kTimeout)); }
 
-  bool WaitFinal(const std::string& id, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  bool WaitFinal(const std::string& id,
+                 std::chrono::milliseconds limit = std::chrono::seconds(30)) {
     return WaitFor([&] { return IsFinal(Get(id).state); }, limit);
   }
 
@@ -188,9 +189,12 @@ TEST_F(WorkerTest, InProcessModeRunsTasks) {
 // With notifications off, polling alone finds the work.
 TEST_F(WorkerTest, FindsWorkWithoutNotifications) {
   StartWorkers(1, {"--no-listen", "--poll-interval", "0.5"});
-  ASSERT_TRUE(WaitFor([&] {
-    return conn_.Exec("SELECT count(*) FROM taskmill.app", DeadlineIn(kTimeout)).GetInt(0, 0) == 1;
-  }, kTimeout));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return conn_.Exec("SELECT count(*) FROM taskmill.app", DeadlineIn(kTimeout)).GetInt(0, 0) ==
+               1;
+      },
+      kTimeout));
   auto id = Dispatch("taskmill.noop", nlohmann::json::object(), {"p"});
   ASSERT_TRUE(WaitFinal(id, std::chrono::seconds(10)));
   EXPECT_EQ(Get(id).state, TaskState::kCompleted);
@@ -232,10 +236,14 @@ TEST_F(WorkerTest, CustomWorkerProgramRunsItsOwnFunctions) {
   logs_.push_back(*so.output_file);
   workers_.push_back(Subprocess::Start(so));
   // The worker registers its function names; dispatch accepts them then.
-  ASSERT_TRUE(WaitFor([&] {
-    return conn_.Exec("SELECT count(*) FROM taskmill.task_function WHERE name = 'shop.add'",
-                      DeadlineIn(kTimeout)).GetInt(0, 0) == 1;
-  }, kTimeout));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return conn_
+                   .Exec("SELECT count(*) FROM taskmill.task_function WHERE name = 'shop.add'",
+                         DeadlineIn(kTimeout))
+                   .GetInt(0, 0) == 1;
+      },
+      kTimeout));
   DispatchRequest req;
   req.name = "shop.add";
   req.args = {2, 3.5};
