@@ -367,7 +367,7 @@ std::vector<Result> Connection::ExecPipeline(const std::vector<Statement>& state
   Flush(conn_, this, deadline, &Connection::WaitSocket);
   PGresult* first_error = nullptr;
   size_t syncs = 0;
-  std::optional<Result> current;
+  Result current;  // the last result of the statement being read
   while (syncs < statements.size()) {
     while (PQisBusy(conn_)) {
       WaitSocket(false, deadline);
@@ -381,8 +381,8 @@ std::vector<Result> Connection::ExecPipeline(const std::vector<Statement>& state
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(r);
-      results.push_back(current ? std::move(*current) : Result());
-      current.reset();
+      results.push_back(std::move(current));
+      current = Result();
       ++syncs;
     } else if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
       if (first_error == nullptr && st == PGRES_FATAL_ERROR) {
