@@ -110,6 +110,9 @@ class Worker::Impl {
   void Connect();
   void Register();
   void ConnectListener();
+  // Registers under a new identity (the old one was declared dead) and
+  // listens on the new channel.
+  void Rejoin();
   // Sleeps with capped, jittered backoff until the database answers again.
   // Returns false if a stop was requested meanwhile.
   bool Reconnect(const pg::Error& cause);
@@ -202,6 +205,12 @@ void Worker::Impl::ConnectListener() {
   wakeup_pending_ = true;  // anything sent before LISTEN was missed
 }
 
+void Worker::Impl::Rejoin() {
+  Register();
+  listener_ = pg::Connection();
+  ConnectListener();
+}
+
 bool Worker::Impl::Reconnect(const pg::Error& cause) {
   spdlog::warn("database unavailable ({}); reconnecting with backoff", cause.what());
   double backoff = 0.1;
@@ -241,9 +250,7 @@ void Worker::Impl::Heartbeat() {
         "this worker ({}) was declared dead by the janitor (no heartbeat within {}s); "
         "its tasks were failed; rejoining as a new worker",
         app_id_, options_.ttl);
-    Register();
-    listener_ = pg::Connection();
-    ConnectListener();
+    Rejoin();
   }
 }
 
@@ -727,9 +734,7 @@ std::optional<Task> Worker::Impl::RunTask(const Task& task) {
   } clear_current{current_task_};
   if (sup.fenced) {
     // Our identity was declared dead: rejoin as a new worker.
-    Register();
-    listener_ = pg::Connection();
-    ConnectListener();
+    Rejoin();
     return std::nullopt;
   }
   // While stopping, nothing new is claimed.
@@ -802,9 +807,7 @@ int Worker::Impl::Run() {
         if (!claimed.ok()) {
           // Fenced: declared dead between heartbeats.
           spdlog::error("claim refused: {}; rejoining as a new worker", claimed.error().message);
-          Register();
-          listener_ = pg::Connection();
-          ConnectListener();
+          Rejoin();
           continue;
         }
         if (claimed->has_value()) {
@@ -823,9 +826,7 @@ int Worker::Impl::Run() {
       if (e.sqlstate() == "TM410") {
         // Declared dead between two of our calls: rejoin under a new identity.
         spdlog::error("{}; rejoining as a new worker", e.what());
-        Register();
-        listener_ = pg::Connection();
-        ConnectListener();
+        Rejoin();
         continue;
       }
       if (!e.retryable()) {
