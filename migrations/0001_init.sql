@@ -405,8 +405,10 @@ END $$;
 -- after the releasing one committed (the claim does). Processes at most
 -- p_limit released tasks, skipping ones another caller is processing and
 -- p_exclude (released by the calling transaction itself, not yet committed).
--- Returns how many tasks it unblocked.
-CREATE FUNCTION taskmill.process_releases(p_limit integer DEFAULT 64, p_exclude uuid DEFAULT NULL)
+-- With p_wake, wakes as many idle workers as it unblocked tasks (a claim
+-- passes false: it takes one itself). Returns how many tasks it unblocked.
+CREATE FUNCTION taskmill.process_releases(p_limit integer DEFAULT 64, p_exclude uuid DEFAULT NULL,
+                                          p_wake boolean DEFAULT true)
 RETURNS integer
 LANGUAGE plpgsql
 -- Generic plans, made once per session: a custom plan per call costs more
@@ -469,6 +471,9 @@ BEGIN
                       WHERE tr.resource = ANY (t.shared_resources) AND tr.seq < t.seq
                         AND tr.exclusive);
   GET DIAGNOSTICS n = ROW_COUNT;
+  IF p_wake AND n > 0 THEN
+    PERFORM taskmill._wake_idle(n);
+  END IF;
   RETURN n;
 END $$;
 
@@ -526,7 +531,7 @@ DECLARE
   v_id uuid;
   v_task taskmill.task;
 BEGIN
-  v_unblocked := taskmill.process_releases(64, p_exclude);
+  v_unblocked := taskmill.process_releases(64, p_exclude, false);
 
   SELECT c.id INTO v_id FROM taskmill.task c
    WHERE c.state = 'waiting' AND c.unblocked_at IS NOT NULL AND c.app_lock IS NULL

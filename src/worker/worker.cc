@@ -273,12 +273,20 @@ void Worker::Impl::MaybeJanitor() {
     spdlog::warn("declared {} {} ({}) missing: no heartbeat within its ttl", app.app_type, app.name,
                  app.id);
   }
+  int finalized = 0;
   for (const auto& orphan : store::OrphanedTasks(conn_, 100, deadline)) {
     auto final_state = store::FinalizeOrphan(conn_, orphan.id, deadline);
     if (final_state) {
       spdlog::warn("task {} of a missing process is now {}", orphan.id,
                    TaskStateName(*final_state));
+      ++finalized;
     }
+  }
+  // Let the tasks behind them through now (and wake idle workers for them),
+  // not at the next poll.
+  if (finalized > 0) {
+    store::ProcessReleases(conn_, deadline);
+    wakeup_pending_ = true;
   }
 }
 

@@ -152,6 +152,51 @@ TEST_F(FaultTest, KillDashNineOfWorkerFailsItsTaskAndFreesTheResource) {
   EXPECT_EQ(Journal()[long_task].size(), 1u);
 }
 
+// The janitor lease passes on when its holder dies: the survivor takes it and
+// cleans up after the dead holder itself.
+TEST_F(FaultTest, JanitorLeaseIsTakenOverWhenTheHolderDies) {
+  StartWorker(kFastLiveness);
+  StartWorker(kFastLiveness);
+  ASSERT_TRUE(WaitOnlineWorkers(2));
+  // Both busy, each on its own resource.
+  auto t1 = Dispatch("taskmill.sleep", Sleep(600), {"L1"});
+  auto t2 = Dispatch("taskmill.sleep", Sleep(600), {"L2"});
+  ASSERT_TRUE(WaitState(t1, TaskState::kRunning));
+  ASSERT_TRUE(WaitState(t2, TaskState::kRunning));
+  std::string holder;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto r = Conn().Exec(
+            "SELECT holder::text FROM taskmill.lease WHERE name = 'janitor' "
+            "AND expires_at > clock_timestamp()",
+            DeadlineIn(kTimeout));
+        if (r.rows() == 0) return false;
+        holder = r.GetString(0, 0);
+        return true;
+      },
+      20s));
+  int pid = static_cast<int>(Conn()
+                                 .Exec("SELECT pid FROM taskmill.app WHERE id = $1::uuid",
+                                       pg::Params().Add(holder), DeadlineIn(kTimeout))
+                                 .GetInt(0, 0));
+  size_t victim = workers_[0].pid() == pid ? 0 : 1;
+  ASSERT_EQ(workers_[victim].pid(), pid);
+  std::string victims_task =
+      Conn()
+          .Exec("SELECT id::text FROM taskmill.task WHERE app_lock = $1::uuid",
+                pg::Params().Add(holder), DeadlineIn(kTimeout))
+          .GetString(0, 0);
+  workers_[victim].Signal(SIGKILL);
+  ASSERT_TRUE(WaitFinal(victims_task, 20s));
+  EXPECT_EQ(Get(victims_task).error["reason"], "Worker has gone missing.");
+  auto now = Conn().Exec("SELECT holder::text FROM taskmill.lease WHERE name = 'janitor'",
+                         DeadlineIn(kTimeout));
+  EXPECT_NE(now.GetString(0, 0), holder);
+  // The survivor's own task is untouched.
+  std::string other = victims_task == t1 ? t2 : t1;
+  EXPECT_EQ(Get(other).state, TaskState::kRunning);
+}
+
 TEST_F(FaultTest, StoppedWorkerDoesNotOverwriteTheJanitorsVerdict) {
   auto a = StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(1));
