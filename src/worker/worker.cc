@@ -388,6 +388,9 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
         sup.fenced = true;
       }
     }
+    // Busy workers do janitor work too: a fleet whose every worker runs a
+    // long task must still find its dead.
+    if (!sup.fenced) MaybeJanitor();
     if (!sup.cancel_requested && Clock::now() >= next_state_poll_) {
       next_state_poll_ = Clock::now() + kStatePollInterval;
       auto state = store::TaskStateOf(conn_, task.id, DeadlineIn(kQueryTimeout));
