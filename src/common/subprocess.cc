@@ -37,10 +37,12 @@ Subprocess Subprocess::Start(const SubprocessOptions& options) {
   for (auto& e : env) cenv.push_back(e.data());
   cenv.push_back(nullptr);
   std::string out_path = options.output_file ? options.output_file->string() : "";
+  std::string work_dir = options.working_dir ? options.working_dir->string() : "";
 
   int err_pipe[2];
-  if (pipe2(err_pipe, O_CLOEXEC) != 0)
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
     throw std::system_error(errno, std::generic_category(), "pipe");
+  }
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
@@ -57,24 +59,28 @@ Subprocess Subprocess::Start(const SubprocessOptions& options) {
     };
     if (options.die_with_parent) {
       if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(errno);
+      // The parent may have died before prctl: then nobody would kill us.
       if (getppid() != parent) _exit(127);
     }
-    if (options.new_process_group) setpgid(0, 0);
+    if (options.new_process_group && setpgid(0, 0) != 0) fail(errno);
     if (!out_path.empty()) {
       int fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (fd < 0) fail(errno);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
+      if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) fail(errno);
+      if (fd > 2) close(fd);
     }
+    if (!work_dir.empty() && chdir(work_dir.c_str()) != 0) fail(errno);
+    // Dispositions first, then the mask: a signal blocked in the parent and
+    // raised now must not run the parent's handler in this copy of it.
+    // (Ignored dispositions survive exec, handlers do not.)
+    for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);
     if (std::strchr(cargv[0], '/') != nullptr) {
       execve(cargv[0], cargv.data(), cenv.data());
     } else {
-      environ = cenv.data();
+      environ = cenv.data();  // execvp searches PATH and passes environ
       execvp(cargv[0], cargv.data());
     }
     fail(errno);

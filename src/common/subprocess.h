@@ -25,11 +25,15 @@ struct SubprocessOptions {
   // If set, stdout and stderr are appended to this file; else inherited.
   std::optional<std::filesystem::path> output_file;
   // If true, the child gets SIGKILL when this process dies (prctl
-  // PR_SET_PDEATHSIG), so it never outlives its owner.
+  // PR_SET_PDEATHSIG), so it never outlives its owner. Linux ties this to the
+  // *thread* that called Start(): start long-lived children from a thread
+  // that lives as long as they should.
   bool die_with_parent = true;
   // Put the child in its own process group (so a terminal's Ctrl-C reaches
   // only the owner, which then stops the children in order).
   bool new_process_group = false;
+  // If set, the child changes to this directory before exec.
+  std::optional<std::filesystem::path> working_dir;
 };
 
 class Subprocess {

@@ -6,8 +6,13 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <future>
+#include <memory>
+#include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 namespace taskmill::pg {
 
@@ -112,10 +117,12 @@ int64_t Result::GetInt(int row, int col) const {
   return v;
 }
 double Result::GetDouble(int row, int col) const {
-  std::string s(Get(row, col));
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size()) {
+  // from_chars, unlike strtod, ignores the C locale; it also reads the
+  // server's "Infinity" and "NaN".
+  auto s = Get(row, col);
+  double v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) {
     throw QueryError(fmt::format("not a number: \"{}\"", s), "XX000", "", "");
   }
   return v;
@@ -129,29 +136,56 @@ bool Result::GetBool(int row, int col) const {
 std::vector<std::string> Result::GetTextArray(int row, int col) const {
   std::vector<std::string> out;
   if (IsNull(row, col)) return out;
-  auto s = Get(row, col);
-  if (s.size() < 2 || s.front() != '{' || s.back() != '}') {
-    throw QueryError(fmt::format("not an array: \"{}\"", s), "XX000", "", "");
+  const std::string_view whole = Get(row, col);
+  auto malformed = [&] {
+    return QueryError(fmt::format("not a one-dimensional text array: \"{}\"", whole), "XX000", "",
+                      "");
+  };
+  std::string_view s = whole;
+  // An array whose lower bound is not 1 is printed with its bounds first:
+  // "[0:1]={a,b}".
+  if (!s.empty() && s.front() == '[') {
+    size_t eq = s.find('=');
+    if (eq == std::string_view::npos) throw malformed();
+    s.remove_prefix(eq + 1);
   }
-  size_t i = 1, end = s.size() - 1;
-  if (i == end) return out;
-  while (i <= end) {
+  if (s.size() < 2 || s.front() != '{' || s.back() != '}') throw malformed();
+  s = s.substr(1, s.size() - 2);
+  if (s.empty()) return out;
+  size_t i = 0;
+  for (;;) {
     std::string item;
-    bool quoted = false;
-    if (s[i] == '"') {
-      quoted = true;
+    if (i < s.size() && s[i] == '"') {
       ++i;
-      while (i < end && s[i] != '"') {
-        if (s[i] == '\\' && i + 1 < end) ++i;
-        item += s[i++];
+      for (;;) {
+        if (i >= s.size()) throw malformed();
+        char c = s[i++];
+        if (c == '"') break;
+        if (c == '\\') {
+          if (i >= s.size()) throw malformed();
+          c = s[i++];
+        }
+        item += c;
       }
-      ++i;  // closing quote
     } else {
-      while (i < end && s[i] != ',') item += s[i++];
+      size_t start = i;
+      while (i < s.size() && s[i] != ',') {
+        char c = s[i++];
+        // A brace or quote here means a nested (multi-dimensional) array.
+        if (c == '{' || c == '}' || c == '"') throw malformed();
+        if (c == '\\') {
+          if (i >= s.size()) throw malformed();
+          c = s[i++];
+        }
+        item += c;
+      }
+      // The server quotes a "NULL" string, so an unquoted NULL is a null.
+      if (s.substr(start, i - start) == "NULL") item.clear();
     }
-    if (!quoted && item == "NULL") item.clear();
     out.push_back(std::move(item));
-    ++i;  // the comma (or past the end)
+    if (i == s.size()) break;
+    if (s[i] != ',') throw malformed();
+    ++i;
   }
   return out;
 }
@@ -160,54 +194,101 @@ std::vector<std::string> Result::GetTextArray(int row, int col) const {
 
 namespace {
 
+// How long a timed-out statement may take to acknowledge its cancellation
+// before the connection is dropped instead.
+constexpr auto kCancelGrace = std::chrono::seconds(2);
+
 std::string ConnMessage(PGconn* conn) {
   std::string m = conn ? PQerrorMessage(conn) : "out of memory";
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
+  return m.empty() ? "connection to the database lost" : m;
 }
 
-// The exception for a failed result: a broken connection or server shutdown
-// (no SQLSTATE, class 08, 57P01-57P03) is a ConnectionError, anything else a
-// QueryError.
-[[noreturn]] void ThrowFor(PGconn* conn, PGresult* res) {
-  const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
-  const char* primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
-  std::string sqlstate = state ? state : "";
-  if (sqlstate.empty() || sqlstate.rfind("08", 0) == 0 || sqlstate.rfind("57P0", 0) == 0 ||
-      PQstatus(conn) != CONNECTION_OK) {
-    std::string m = primary ? primary : ConnMessage(conn);
-    throw ConnectionError(m.empty() ? "connection to the database lost" : m);
+bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+// Sends a cancel request for the connection's running statement. PQcancel
+// blocks on a connect of its own with no timeout (an unreachable host would
+// hold us for minutes), so it runs on a detached thread that we stop waiting
+// for at `by`. Returns true if the server got the request.
+bool SendCancel(PGconn* conn, Deadline by) {
+  PGcancel* cancel = PQgetCancel(conn);
+  if (cancel == nullptr) return false;
+  auto done = std::make_shared<std::promise<bool>>();
+  std::future<bool> delivered = done->get_future();
+  try {
+    std::thread([cancel, done] {
+      char err[256];
+      bool ok = PQcancel(cancel, err, sizeof(err)) == 1;
+      PQfreeCancel(cancel);
+      done->set_value(ok);
+    }).detach();
+  } catch (const std::system_error&) {
+    PQfreeCancel(cancel);
+    return false;
   }
-  const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-  const char* hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
-  throw QueryError(primary ? primary : "query failed", sqlstate, detail ? detail : "",
-                   hint ? hint : "");
+  return delivered.wait_until(by) == std::future_status::ready && delivered.get();
+}
+
+// Server notices and warnings go to our log rather than libpq's default,
+// straight to stderr (e.g. "terminating connection due to immediate
+// shutdown" before a ConnectionError that says as much).
+void LogNotice(void*, const PGresult* res) {
+  const char* severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  std::string message = PQresultErrorMessage(res);
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  if (severity != nullptr && std::strcmp(severity, "WARNING") == 0) {
+    spdlog::warn("database: {}", message);
+  } else {
+    spdlog::debug("database: {}", message);
+  }
+}
+
+int CheckParamCount(const Params& params) {
+  // The protocol's limit; libpq would refuse it with an error that looks
+  // like a broken connection.
+  if (params.size() > 65535) {
+    throw QueryError(fmt::format("{} parameters; at most 65535 are allowed", params.size()),
+                     "54023", "", "");
+  }
+  return params.size();
 }
 
 }  // namespace
 
 Connection Connection::Open(const std::string& conninfo, Deadline deadline) {
   PGconn* conn = PQconnectStart(conninfo.c_str());
-  if (conn == nullptr) throw ConnectionError("out of memory starting a connection");
-  Connection c(conn);  // owns it from here
+  if (conn == nullptr) throw ConnectionError("out of memory starting a database connection");
+  Connection c(conn);  // owns it from here: PQfinish on every throw below
+  PQsetNoticeReceiver(conn, LogNotice, nullptr);
   if (PQstatus(conn) == CONNECTION_BAD) {
-    throw ConnectionError(fmt::format("cannot connect: {}", ConnMessage(conn)));
+    throw ConnectionError(fmt::format("cannot connect to the database: {}", ConnMessage(conn)));
   }
+  // libpq's protocol: behave as if the last poll said "writing".
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
   while (st != PGRES_POLLING_OK) {
     if (st == PGRES_POLLING_FAILED) {
-      throw ConnectionError(fmt::format("cannot connect: {}", ConnMessage(conn)));
+      throw ConnectionError(fmt::format("cannot connect to the database: {}", ConnMessage(conn)));
     }
+    // Re-read each time: libpq opens a new socket for each host it tries.
     pollfd p{PQsocket(conn), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+    if (p.fd < 0) {
+      throw ConnectionError(fmt::format("cannot connect to the database: {}", ConnMessage(conn)));
+    }
     int left = MillisLeft(deadline);
-    if (left <= 0) throw ConnectionError("cannot connect: timed out");
+    if (left <= 0) throw ConnectionError("cannot connect to the database: timed out");
     int rc = poll(&p, 1, left);
-    if (rc < 0 && errno != EINTR) throw ConnectionError("cannot connect: poll failed");
-    if (rc == 0) throw ConnectionError("cannot connect: timed out");
+    if (rc == 0 || (rc < 0 && errno == EINTR)) continue;
+    if (rc < 0) {
+      throw ConnectionError(
+          fmt::format("cannot connect to the database: poll: {}", std::strerror(errno)));
+    }
     st = PQconnectPoll(conn);
   }
-  if (PQsetnonblocking(conn, 1) != 0)
-    throw ConnectionError("cannot make the connection non-blocking");
+  // Sends then never block, so a dead peer cannot hold us past a deadline.
+  if (PQsetnonblocking(conn, 1) != 0) {
+    throw ConnectionError(
+        fmt::format("cannot make the database connection non-blocking: {}", ConnMessage(conn)));
+  }
   return c;
 }
 
@@ -239,111 +320,142 @@ bool Connection::ok() const { return conn_ != nullptr && PQstatus(conn_) == CONN
 int Connection::socket() const { return conn_ ? PQsocket(conn_) : -1; }
 int Connection::backend_pid() const { return conn_ ? PQbackendPID(conn_) : 0; }
 
+void Connection::ThrowBroken(const std::string& message) {
+  Close();
+  throw ConnectionError(message);
+}
+
+void Connection::ThrowFor(const PGresult* res) {
+  auto field = [res](int code) {
+    const char* v = PQresultErrorField(res, code);
+    return std::string(v ? v : "");
+  };
+  std::string sqlstate = field(PG_DIAG_SQLSTATE);
+  std::string severity = field(PG_DIAG_SEVERITY_NONLOCALIZED);
+  std::string primary = field(PG_DIAG_MESSAGE_PRIMARY);
+  // The session is over when libpq made the error up (no SQLSTATE), on a
+  // connection error (class 08), when the server ends the session (57P01-03
+  // shutdown, 57P04 database dropped, 57P05 idle session timeout), or on any
+  // FATAL (e.g. idle_in_transaction_session_timeout).
+  if (sqlstate.empty() || StartsWith(sqlstate, "08") || StartsWith(sqlstate, "57P0") ||
+      severity == "FATAL" || severity == "PANIC" || PQstatus(conn_) != CONNECTION_OK) {
+    ThrowBroken(primary.empty() ? ConnMessage(conn_) : primary);
+  }
+  throw QueryError(primary.empty() ? "query failed" : primary, sqlstate,
+                   field(PG_DIAG_MESSAGE_DETAIL), field(PG_DIAG_MESSAGE_HINT));
+}
+
 void Connection::WaitSocket(bool for_write, Deadline deadline) {
-  pollfd p{PQsocket(conn_), static_cast<short>(for_write ? POLLOUT : POLLIN), 0};
+  // While sending, readable counts too: the server may be blocked sending us
+  // results, and only reading them (PQconsumeInput) lets it read on.
+  short events = for_write ? (POLLOUT | POLLIN) : POLLIN;
   for (;;) {
     int left = MillisLeft(deadline);
     if (left <= 0) {
       CancelRunning();
       throw TimeoutError("the database did not answer before the deadline");
     }
+    pollfd p{PQsocket(conn_), events, 0};
     int rc = poll(&p, 1, left);
-    if (rc > 0) return;
-    if (rc < 0 && errno != EINTR) throw ConnectionError("poll on the database socket failed");
+    if (rc > 0) return;  // including POLLHUP/POLLERR: the next read reports it
+    if (rc < 0 && errno != EINTR) {
+      ThrowBroken(fmt::format("poll on the database socket: {}", std::strerror(errno)));
+    }
   }
 }
 
 void Connection::CancelRunning() {
+  if (conn_ == nullptr) return;
   // Ask the server to stop the statement, then drain what it sends so the
-  // connection can be used again. If even that takes long, drop it.
-  if (PGcancel* c = PQgetCancel(conn_)) {
-    char err[256];
-    PQcancel(c, err, sizeof(err));
-    PQfreeCancel(c);
+  // connection can be used again. If any of that fails or takes long, drop
+  // the connection: closing it is always safe, only slower for the caller.
+  Deadline by = DeadlineIn(kCancelGrace);
+  // Unsent output means the server has not got the whole request and would
+  // wait for the rest forever.
+  if (!SendCancel(conn_, by) || PQflush(conn_) != 0) {
+    Close();
+    return;
   }
-  Deadline drain = DeadlineIn(std::chrono::seconds(5));
+  int idle_nulls = 0;
   for (;;) {
     if (PQconsumeInput(conn_) == 0) break;
     while (!PQisBusy(conn_)) {
       PGresult* r = PQgetResult(conn_);
-      if (r == nullptr) {
-        if (PQpipelineStatus(conn_) != PQ_PIPELINE_OFF) {
-          // In a pipeline, results continue after a null until the sync.
-          PGresult* next = PQgetResult(conn_);
-          if (next == nullptr) return;
-          bool sync = PQresultStatus(next) == PGRES_PIPELINE_SYNC;
-          PQclear(next);
-          if (sync) {
-            PQexitPipelineMode(conn_);
-            return;
-          }
-          continue;
-        }
-        return;
+      if (r != nullptr) {
+        PQclear(r);
+        idle_nulls = 0;
+        continue;
       }
-      PQclear(r);
+      // In a pipeline a null only ends one statement's results; the
+      // connection is idle once pipeline mode can be left.
+      if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF || PQexitPipelineMode(conn_) == 1) return;
+      if (++idle_nulls > 1) break;  // not expected; wait for input rather than spin
     }
     pollfd p{PQsocket(conn_), POLLIN, 0};
-    if (poll(&p, 1, MillisLeft(drain)) <= 0) break;
+    int left = MillisLeft(by);
+    if (left <= 0) break;
+    int rc = poll(&p, 1, left);
+    if (rc < 0 && errno != EINTR) break;
   }
   Close();
 }
 
+void Connection::Flush(Deadline deadline) {
+  for (;;) {
+    int rc = PQflush(conn_);
+    if (rc == 0) return;
+    if (rc < 0) ThrowBroken(ConnMessage(conn_));
+    WaitSocket(true, deadline);
+    if (PQconsumeInput(conn_) == 0) ThrowBroken(ConnMessage(conn_));
+  }
+}
+
 Result Connection::Collect(Deadline deadline) {
   Result last;
-  PGresult* error = nullptr;
+  Result error;  // the first one; a script stops at it anyway
   for (;;) {
     while (PQisBusy(conn_)) {
       WaitSocket(false, deadline);
-      if (PQconsumeInput(conn_) == 0) throw ConnectionError(ConnMessage(conn_));
+      if (PQconsumeInput(conn_) == 0) ThrowBroken(ConnMessage(conn_));
     }
     PGresult* r = PQgetResult(conn_);
     if (r == nullptr) break;
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_FATAL_ERROR) {
-      if (error == nullptr) {
-        error = r;
-      } else {
+    switch (PQresultStatus(r)) {
+      case PGRES_FATAL_ERROR:
+      case PGRES_BAD_RESPONSE:
+        if (error.raw() == nullptr) {
+          error = Result(r);
+        } else {
+          PQclear(r);
+        }
+        break;
+      case PGRES_COPY_IN:
+      case PGRES_COPY_OUT:
+      case PGRES_COPY_BOTH:
+        // Leaving COPY needs a protocol dance nobody here wants; the session
+        // is not reusable after this.
         PQclear(r);
-      }
-    } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
-      PQclear(r);
-      throw QueryError("COPY is not supported on this connection", "0A000", "", "");
-    } else {
-      last = Result(r);
+        Close();
+        throw QueryError("COPY is not supported on this connection", "0A000", "", "");
+      default:
+        last = Result(r);
     }
   }
-  if (error != nullptr) {
-    Result holder(error);
-    ThrowFor(conn_, error);
-  }
-  if (PQstatus(conn_) != CONNECTION_OK) throw ConnectionError(ConnMessage(conn_));
+  if (error.raw() != nullptr) ThrowFor(error.raw());
+  if (PQstatus(conn_) != CONNECTION_OK) ThrowBroken(ConnMessage(conn_));
   return last;
 }
 
-namespace {
-void Flush(PGconn* conn, Connection* self, Deadline deadline,
-           void (Connection::*wait)(bool, Deadline)) {
-  for (;;) {
-    int rc = PQflush(conn);
-    if (rc == 0) return;
-    if (rc < 0) throw ConnectionError(ConnMessage(conn));
-    (self->*wait)(true, deadline);
-    if (PQconsumeInput(conn) == 0) throw ConnectionError(ConnMessage(conn));
-  }
-}
-}  // namespace
-
 Result Connection::Exec(std::string_view sql, const Params& params, Deadline deadline) {
   if (!ok()) throw ConnectionError("not connected to the database");
+  int n = CheckParamCount(params);
   std::string text(sql);
   auto values = params.Pointers();
-  if (PQsendQueryParams(conn_, text.c_str(), params.size(), nullptr, values.data(), nullptr,
-                        nullptr, 0) == 0) {
-    throw ConnectionError(ConnMessage(conn_));
+  if (PQsendQueryParams(conn_, text.c_str(), n, nullptr, values.data(), nullptr, nullptr, 0) == 0) {
+    ThrowBroken(ConnMessage(conn_));
   }
   ++statements_sent_;
-  Flush(conn_, this, deadline, &Connection::WaitSocket);
+  Flush(deadline);
   return Collect(deadline);
 }
 
@@ -352,62 +464,61 @@ std::vector<Result> Connection::ExecPipeline(const std::vector<Statement>& state
   if (!ok()) throw ConnectionError("not connected to the database");
   std::vector<Result> results;
   if (statements.empty()) return results;
-  if (PQenterPipelineMode(conn_) == 0) throw ConnectionError(ConnMessage(conn_));
+  for (const auto& s : statements) CheckParamCount(s.params);
+  if (PQenterPipelineMode(conn_) == 0) ThrowBroken(ConnMessage(conn_));
   // A sync after each statement: each is its own implicit transaction, and
-  // an error skips only its own statement's remaining work.
+  // an error aborts only its own statement.
   for (const auto& s : statements) {
     auto values = s.params.Pointers();
     if (PQsendQueryParams(conn_, s.sql.c_str(), s.params.size(), nullptr, values.data(), nullptr,
                           nullptr, 0) == 0 ||
         PQpipelineSync(conn_) == 0) {
-      throw ConnectionError(ConnMessage(conn_));
+      ThrowBroken(ConnMessage(conn_));
     }
     ++statements_sent_;
   }
-  Flush(conn_, this, deadline, &Connection::WaitSocket);
-  PGresult* first_error = nullptr;
-  size_t syncs = 0;
-  Result current;  // the last result of the statement being read
-  while (syncs < statements.size()) {
+  Flush(deadline);
+  results.reserve(statements.size());
+  Result first_error;
+  Result current;  // of the statement whose sync comes next
+  while (results.size() < statements.size()) {
     while (PQisBusy(conn_)) {
       WaitSocket(false, deadline);
-      if (PQconsumeInput(conn_) == 0) throw ConnectionError(ConnMessage(conn_));
+      if (PQconsumeInput(conn_) == 0) ThrowBroken(ConnMessage(conn_));
     }
     PGresult* r = PQgetResult(conn_);
-    if (r == nullptr) {
-      // End of one statement's results.
-      continue;
-    }
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_PIPELINE_SYNC) {
-      PQclear(r);
-      results.push_back(std::move(current));
-      current = Result();
-      ++syncs;
-    } else if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
-      if (first_error == nullptr && st == PGRES_FATAL_ERROR) {
-        first_error = r;
-      } else {
+    if (r == nullptr) continue;  // the end of one statement's results; its sync follows
+    switch (PQresultStatus(r)) {
+      case PGRES_PIPELINE_SYNC:
         PQclear(r);
-      }
-    } else {
-      current = Result(r);
+        results.push_back(std::move(current));  // leaves `current` empty
+        break;
+      case PGRES_FATAL_ERROR:
+      case PGRES_BAD_RESPONSE:
+        if (first_error.raw() == nullptr) {
+          first_error = Result(r);
+        } else {
+          PQclear(r);
+        }
+        break;
+      case PGRES_PIPELINE_ABORTED:
+        PQclear(r);
+        break;
+      default:
+        current = Result(r);
     }
   }
-  PQexitPipelineMode(conn_);
-  if (first_error != nullptr) {
-    Result holder(first_error);
-    ThrowFor(conn_, first_error);
-  }
+  if (PQexitPipelineMode(conn_) == 0) ThrowBroken(ConnMessage(conn_));
+  if (first_error.raw() != nullptr) ThrowFor(first_error.raw());
   return results;
 }
 
 void Connection::ExecScript(std::string_view sql, Deadline deadline) {
   if (!ok()) throw ConnectionError("not connected to the database");
   std::string text(sql);
-  if (PQsendQuery(conn_, text.c_str()) == 0) throw ConnectionError(ConnMessage(conn_));
+  if (PQsendQuery(conn_, text.c_str()) == 0) ThrowBroken(ConnMessage(conn_));
   ++statements_sent_;
-  Flush(conn_, this, deadline, &Connection::WaitSocket);
+  Flush(deadline);
   Collect(deadline);
 }
 
@@ -417,7 +528,7 @@ void Connection::Listen(std::string_view channel, Deadline deadline) {
 
 std::optional<Notification> Connection::NextNotification() {
   if (!ok()) throw ConnectionError("not connected to the database");
-  if (PQconsumeInput(conn_) == 0) throw ConnectionError(ConnMessage(conn_));
+  if (PQconsumeInput(conn_) == 0) ThrowBroken(ConnMessage(conn_));
   PGnotify* n = PQnotifies(conn_);
   if (n == nullptr) return std::nullopt;
   Notification out{n->relname, n->extra ? n->extra : "", n->be_pid};
@@ -428,8 +539,11 @@ std::optional<Notification> Connection::NextNotification() {
 bool Connection::WaitReadable(Deadline deadline) {
   if (!ok()) return false;
   pollfd p{PQsocket(conn_), POLLIN, 0};
-  int rc = poll(&p, 1, MillisLeft(deadline));
-  return rc > 0;
+  for (;;) {
+    int rc = poll(&p, 1, MillisLeft(deadline));
+    if (rc > 0) return true;
+    if (rc == 0 || errno != EINTR) return false;
+  }
 }
 
 std::string QuoteIdentifier(std::string_view ident) {
@@ -443,6 +557,8 @@ std::string QuoteIdentifier(std::string_view ident) {
 }
 
 std::string QuoteLiteral(std::string_view text) {
+  // With standard_conforming_strings on (the default since 9.1) a backslash
+  // is an ordinary character; only the quote is doubled.
   std::string out = "'";
   for (char c : text) {
     if (c == '\'') out += '\'';

@@ -161,6 +161,13 @@ class Connection {
   void CancelRunning();
   // Collects results of the current query until PQgetResult returns null.
   Result Collect(Deadline deadline);
+  // Sends what libpq has buffered, until the deadline.
+  void Flush(Deadline deadline);
+  // The connection is unusable: closes it (so ok() is false) and throws
+  // ConnectionError.
+  [[noreturn]] void ThrowBroken(const std::string& message);
+  // Throws the exception for a failed result (owned by the caller).
+  [[noreturn]] void ThrowFor(const PGresult* res);
 
   PGconn* conn_ = nullptr;
   uint64_t statements_sent_ = 0;

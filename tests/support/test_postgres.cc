@@ -1,14 +1,20 @@
 #include "support/test_postgres.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
+#include <memory>
 #include <mutex>
+#include <stdexcept>
 
 #include <fmt/format.h>
+
+#include "common/subprocess.h"
 
 namespace taskmill::testing {
 
@@ -16,34 +22,90 @@ namespace {
 
 std::mutex g_mu;
 LocalPostgres* g_server = nullptr;
+Subprocess* g_watchdog = nullptr;
 std::string g_dir;
+// Forked children (worker tests fork) inherit the atexit handler; only the
+// process that started the server may stop it.
+pid_t g_owner = 0;
 
+// Runs at a normal exit.
 void StopServer() {
   std::lock_guard<std::mutex> lock(g_mu);
-  if (g_server == nullptr) return;
+  if (g_server == nullptr || getpid() != g_owner) return;
   delete g_server;  // stops it and removes its directories
   g_server = nullptr;
   std::error_code ec;
   std::filesystem::remove_all(g_dir, ec);
+  if (g_watchdog != nullptr) {
+    // Its job is done; the group holds its `tail` too.
+    kill(-g_watchdog->pid(), SIGKILL);
+    delete g_watchdog;
+    g_watchdog = nullptr;
+  }
+}
+
+// A test program that dies without exiting normally (a crash, ctest's
+// timeout kill) runs no atexit handler. A small shell, in a process group of
+// its own so that a Ctrl-C does not reach it, waits for this process to end
+// and then stops the server and removes the directory.
+Subprocess StartWatchdog(const LocalPostgres& server, const std::string& dir) {
+  SubprocessOptions so;
+  so.argv = {"/bin/sh",
+             "-c",
+             "tail --pid=\"$1\" -f /dev/null; dir=$2; shift 2; \"$@\"; rm -rf \"$dir\"",
+             "taskmill-test-watchdog",
+             std::to_string(getpid()),
+             dir};
+  if (geteuid() == 0) {
+    std::string runuser = access("/usr/sbin/runuser", X_OK) == 0 ? "/usr/sbin/runuser" : "runuser";
+    so.argv.insert(so.argv.end(), {runuser, "-u", "postgres", "--"});
+  }
+  so.argv.insert(so.argv.end(), {(FindPostgresBinDir() / "pg_ctl").string(), "stop", "-m",
+                                 "immediate", "-D", server.data_dir().string()});
+  so.output_file = "/dev/null";
+  so.die_with_parent = false;
+  so.new_process_group = true;
+  so.working_dir = "/";
+  return Subprocess::Start(so);
 }
 
 }  // namespace
 
 LocalPostgres& TestServer() {
   std::lock_guard<std::mutex> lock(g_mu);
-  if (g_server == nullptr) {
-    char tmpl[] = "/tmp/tmtest-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    g_dir = tmpl;
-    chmod(g_dir.c_str(), 0755);  // the postgres user must reach its directories
-    LocalPostgresOptions o;
-    o.data_dir = g_dir + "/data";
-    o.socket_dir = g_dir + "/sock";
-    o.ephemeral = true;
-    o.fsync = false;
-    g_server = new LocalPostgres(LocalPostgres::Start(o, DeadlineIn(std::chrono::minutes(2))));
+  if (g_server != nullptr) return *g_server;
+  // Short: the socket path must fit in sun_path.
+  char tmpl[] = "/tmp/tmtest-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+  std::string dir = tmpl;
+  chmod(dir.c_str(), 0755);  // when root, the postgres user must reach its directories
+  LocalPostgresOptions o;
+  o.data_dir = dir + "/data";
+  o.socket_dir = dir + "/sock";
+  o.ephemeral = true;
+  o.fsync = false;
+  try {
+    auto server = std::make_unique<LocalPostgres>(
+        LocalPostgres::Start(o, DeadlineIn(std::chrono::minutes(2))));
+    try {
+      g_watchdog = new Subprocess(StartWatchdog(*server, dir));
+    } catch (const std::exception& e) {
+      // Only the crash case loses: the normal exit still cleans up.
+      std::cerr << "test_postgres: no watchdog: " << e.what() << "\n";
+    }
+    g_server = server.release();
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    throw;
+  }
+  g_dir = dir;
+  static bool registered = false;
+  if (!registered) {
+    registered = true;
     std::atexit(StopServer);
   }
+  g_owner = getpid();
   return *g_server;
 }
 

@@ -14,7 +14,8 @@ namespace taskmill::testing {
 // The server of this test program, started on first call (thread-safe).
 LocalPostgres& TestServer();
 
-// A new empty database with a unique name; returns its conninfo.
+// A new empty database with a unique name on the test server; returns its
+// conninfo (key=value form).
 std::string CreateTestDatabase(const std::string& prefix = "t");
 
 }  // namespace taskmill::testing
