@@ -20,7 +20,10 @@ std::string Env(const char* name) {
 
 // The seed's load client: concurrent GETs with ?timeout=, summing
 // tasks_executed.
-int RunIngestBench(const std::string& url, int timeout, int max_workers) {
+// `token`: a bearer token to send (empty: none); `basic`: "user:pass" for
+// HTTP basic (empty: none).
+int RunIngestBench(const std::string& url, int timeout, int max_workers, const std::string& token,
+                   const std::string& basic) {
   std::string rest = url;
   std::string scheme = "http://";
   if (rest.rfind(scheme, 0) == 0) rest = rest.substr(scheme.size());
@@ -38,6 +41,11 @@ int RunIngestBench(const std::string& url, int timeout, int max_workers) {
       httplib::Client client("http://" + hostport);
       client.set_read_timeout(timeout + 30, 0);
       client.set_connection_timeout(10, 0);
+      if (!token.empty()) {
+        client.set_bearer_token_auth(token.c_str());
+      } else if (auto colon = basic.find(':'); colon != std::string::npos) {
+        client.set_basic_auth(basic.substr(0, colon).c_str(), basic.substr(colon + 1).c_str());
+      }
       auto start = std::chrono::steady_clock::now();
       std::string sep = path.find('?') == std::string::npos ? "?" : "&";
       auto res = client.Get(fmt::format("{}{}timeout={}", path, sep, timeout));
@@ -73,7 +81,11 @@ int RunIngestBench(const std::string& url, int timeout, int max_workers) {
   }
   fmt::print("Total tasks processed: {}. Request rate: {}/s\n", total,
              static_cast<double>(total) / timeout);
-  return failed == max_workers ? 1 : 0;
+  if (failed == max_workers) {
+    std::cerr << "taskmill bench ingest: every request failed (see above)\n";
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace
@@ -84,7 +96,8 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--listen", o->listen, "ADDR:PORT to listen on")->capture_default_str();
   cmd->add_option("--name", o->name, "Process name shown in /status/");
   cmd->add_option("--token", o->token, "Bearer token for requests (or TASKMILL_API_TOKEN)");
-  cmd->add_option("--basic-user", o->basic_user, "HTTP basic user (or TASKMILL_API_BASIC=user:pass)");
+  cmd->add_option("--basic-user", o->basic_user,
+                  "HTTP basic user (or TASKMILL_API_BASIC=user:pass)");
   cmd->add_option("--basic-password", o->basic_password, "HTTP basic password");
   cmd->add_flag("--read-open", o->read_open, "Serve GET endpoints without credentials");
   cmd->add_flag("--enable-test-endpoints", o->test_endpoints,
@@ -92,7 +105,8 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--threads", o->threads, "HTTP threads (and database connections)")
       ->check(CLI::Range(1, 512))
       ->capture_default_str();
-  cmd->add_option("--max-body-bytes", o->max_body_bytes, "Largest request body accepted (413 above)")
+  cmd->add_option("--max-body-bytes", o->max_body_bytes,
+                  "Largest request body accepted (413 above)")
       ->check(CLI::Range(static_cast<size_t>(64), static_cast<size_t>(1) << 30))
       ->capture_default_str();
   cmd->add_option("--immediate-timeout", o->immediate_timeout, "Time limit of immediate tasks (s)")
@@ -139,6 +153,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   auto url = std::make_shared<std::string>();
   auto timeout = std::make_shared<int>(25);
   auto workers = std::make_shared<int>(1);
+  auto bench_token = std::make_shared<std::string>();
   auto* ingest = bench->add_subcommand(
       "ingest", "The task-ingestion test: concurrent requests to an ingestion endpoint");
   ingest->add_option("--url", *url, "e.g. http://127.0.0.1:24817/api/pulp/test/tasks/")->required();
@@ -148,8 +163,12 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   ingest->add_option("--max-workers", *workers, "Concurrent requests")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  ingest->callback([url, timeout, workers] {
-    int rc = RunIngestBench(*url, *timeout, *workers);
+  ingest->add_option("--token", *bench_token,
+                     "Bearer token to send (or TASKMILL_API_TOKEN; TASKMILL_API_BASIC=user:pass "
+                     "for basic)");
+  ingest->callback([url, timeout, workers, bench_token] {
+    std::string token = bench_token->empty() ? Env("TASKMILL_API_TOKEN") : *bench_token;
+    int rc = RunIngestBench(*url, *timeout, *workers, token, Env("TASKMILL_API_BASIC"));
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

@@ -3,18 +3,22 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <iostream>
 #include <mutex>
 #include <random>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
 #include <httplib.h>
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
@@ -101,12 +105,43 @@ int StatusFor(ErrorCode code) {
   }
 }
 
+// The statement of store::FinishTask, for pipelines.
+pg::Connection::Statement FinishStatement(const std::string& task_id, const std::string& app_id,
+                                          const worker::Outcome& o) {
+  pg::Params f;
+  f.Add(task_id).Add(app_id).Add(std::string(TaskStateName(o.state)));
+  if (o.result.is_null()) {
+    f.AddNull();
+  } else {
+    f.Add(o.result.dump());
+  }
+  if (o.error.is_null()) {
+    f.AddNull();
+  } else {
+    f.Add(o.error.dump());
+  }
+  return {"SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)", std::move(f)};
+}
+
+// An immediate, not deferred no-op on a fresh resource, owned by `app_id`
+// if it can run at once; for the immediate ingestion endpoint.
+pg::Connection::Statement ImmediateNoopStatement(const std::string& cid,
+                                                 const std::string& app_id) {
+  pg::Params d;
+  d.AddTextArray({NewUuid()}).Add(cid).Add(app_id);
+  return {
+      "SELECT id, state FROM taskmill.dispatch_task('taskmill.noop', '[]', '{}', $1::text[], "
+      "'{}', true, false, NULL, NULL, $2, $3::uuid)",
+      std::move(d)};
+}
+
 class Server {
  public:
   Server(ApiOptions options, const TaskRegistry& registry)
       : options_(std::move(options)),
         registry_(registry),
-        pool_(options_.database_url, static_cast<size_t>(options_.threads) + 2),
+        // One connection per HTTP thread: a request holds at most one.
+        pool_(options_.database_url, static_cast<size_t>(options_.threads)),
         metrics_(std::make_shared<prometheus::Registry>()),
         requests_(prometheus::BuildCounter()
                       .Name("taskmill_api_requests_total")
@@ -123,15 +158,20 @@ class Server {
         immediate_(prometheus::BuildCounter()
                        .Name("taskmill_api_immediate_tasks_total")
                        .Help("Immediate tasks by outcome")
-                       .Register(*metrics_)) {
+                       .Register(*metrics_)),
+        pool_opened_(prometheus::BuildGauge()
+                         .Name("taskmill_api_db_connections_opened")
+                         .Help("Database connections opened by the pool (reconnects included)")
+                         .Register(*metrics_)
+                         .Add({})) {
     if (options_.name.empty()) options_.name = fmt::format("api-{}@{}", getpid(), Hostname());
   }
 
   int Run();
 
  private:
-  using Handler = std::function<void(const httplib::Request&, httplib::Response&,
-                                     const std::smatch&)>;
+  using Handler =
+      std::function<void(const httplib::Request&, httplib::Response&, const std::smatch&)>;
   struct Route {
     std::string method;
     std::regex pattern;
@@ -148,11 +188,22 @@ class Server {
   void Dispatch(const httplib::Request& req, httplib::Response& res);
   bool Authorized(const httplib::Request& req, bool mutating) const;
 
+  // The heartbeat thread: heartbeats, re-registers if declared dead, and
+  // finalises immediate tasks this process lost track of.
   void Heartbeats();
   std::string AppId() {
     std::lock_guard<std::mutex> lock(app_mu_);
     return app_id_;
   }
+  store::AppRegistration Registration() const {
+    return {"api", options_.name, Hostname(), getpid(), options_.ttl, registry_.Names()};
+  }
+  // Registers again if this process is still known as `stale` (its row was
+  // deleted: declared dead). Returns the current id.
+  std::string ReRegister(pg::Connection& conn, const std::string& stale);
+  // Immediate tasks that failed to be finished or whose dispatch answer was
+  // lost stay `running` under our id while we live; finalise them.
+  void SweepLostImmediates(pg::Connection& conn);
 
   // Handlers.
   void ListTasks(const httplib::Request& req, httplib::Response& res);
@@ -173,8 +224,27 @@ class Server {
 
   // Dispatches (and, if immediate and free, runs) one task. Returns its id.
   Result<std::string> DispatchOne(pg::Connection& conn, const DispatchRequest& request);
-  // Runs an immediate task this process owns and records the outcome.
-  TaskState RunImmediate(pg::Connection& conn, const Task& task);
+  // Runs an immediate task this process (as `app_id`) owns, records the
+  // outcome and unblocks the tasks behind it. Returns the final state.
+  TaskState RunImmediate(pg::Connection& conn, const Task& task, const std::string& app_id);
+  // Records an immediate task's outcome (store::FinishTask), then, in a
+  // separate transaction after that one committed, unblocks what queued
+  // behind it (store::ProcessReleases). Retries database faults (with a new
+  // connection if `conn` broke) until a deadline, because a task left
+  // `running` under a live process would hold its resources indefinitely.
+  std::optional<TaskState> FinishImmediate(pg::Connection& conn, const std::string& task_id,
+                                           const std::string& app_id,
+                                           const worker::Outcome& outcome);
+  // The ingestion loops; both return the exact count and end early when the
+  // server stops.
+  int64_t IngestDeferred(pg::Connection& conn, Deadline end, int mode, const std::string& cid);
+  int64_t IngestImmediate(pg::Connection& conn, Deadline end, const std::string& cid);
+  int64_t IngestImmediateOneConnection(pg::Connection& conn, Deadline end, const std::string& cid);
+  int64_t IngestImmediateTwoConnections(pg::Connection& conn, pg::Connection& recorder,
+                                        Deadline end, const std::string& cid);
+  std::chrono::milliseconds ImmediateTimeout() const {
+    return std::chrono::milliseconds(static_cast<int64_t>(options_.immediate_timeout * 1000));
+  }
 
   json GroupJson(pg::Connection& conn, const std::string& id);
   std::string PageLink(const httplib::Request& req, int limit, int offset) const;
@@ -190,12 +260,42 @@ class Server {
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Counter>& dispatched_;
   prometheus::Family<prometheus::Counter>& immediate_;
+  prometheus::Gauge& pool_opened_;
 
   std::mutex app_mu_;
-  std::string app_id_;
+  std::string app_id_;  // under app_mu_
+  // Immediate tasks between dispatch and a recorded outcome, by id; the
+  // sweep leaves these alone.
+  std::mutex inflight_mu_;
+  std::set<std::string> inflight_;  // under inflight_mu_
+  // Set on SIGINT/SIGTERM: no new connections; ingestion loops end early.
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> listen_done_{false};
+  // Set when the last request is done: the heartbeat thread ends.
+  std::atomic<bool> heartbeat_stop_{false};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
+};
+
+// Keeps an immediate task's id in the in-flight set for a scope.
+class InflightMark {
+ public:
+  InflightMark(std::mutex& mu, std::set<std::string>& set, std::string id)
+      : mu_(mu), set_(set), id_(std::move(id)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    set_.insert(id_);
+  }
+  InflightMark(const InflightMark&) = delete;
+  InflightMark& operator=(const InflightMark&) = delete;
+  ~InflightMark() {
+    std::lock_guard<std::mutex> lock(mu_);
+    set_.erase(id_);
+  }
+
+ private:
+  std::mutex& mu_;
+  std::set<std::string>& set_;
+  std::string id_;
 };
 
 void Reply(httplib::Response& res, int status, const json& body) {
@@ -220,13 +320,14 @@ QueryParams Query(const httplib::Request& req) {
   return QueryParams(req.params.begin(), req.params.end());
 }
 
+// The id in a path: a bare uuid, else 400 (Pulp answers 404 only for a
+// well-formed id that names nothing).
 std::string RequireUuid(const std::string& id) {
-  auto u = UuidFromRef(id);
-  if (!u) throw HttpError{404, fmt::format("not found: \"{}\" is not a uuid", id)};
-  return *u;
+  if (!IsUuid(id)) throw HttpError{400, fmt::format("\"{}\" is not a valid uuid", id)};
+  return id;
 }
 
-bool Authorized_Basic(const std::string& header, const std::string& user, const std::string& pass) {
+bool BasicMatches(const std::string& header, const std::string& user, const std::string& pass) {
   if (user.empty() || header.rfind("Basic ", 0) != 0) return false;
   std::string decoded = Base64Decode(header.substr(6));
   return ConstantTimeEquals(decoded, user + ":" + pass);
@@ -241,7 +342,7 @@ bool Server::Authorized(const httplib::Request& req, bool mutating) const {
       ConstantTimeEquals(auth.substr(7), options_.token)) {
     return true;
   }
-  return Authorized_Basic(auth, options_.basic_user, options_.basic_password);
+  return BasicMatches(auth, options_.basic_user, options_.basic_password);
 }
 
 void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
@@ -267,7 +368,11 @@ void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
     }
     route_name = match->name;
     if (!Authorized(req, match->mutating)) {
-      res.set_header("WWW-Authenticate", "Bearer realm=\"taskmill\"");
+      // One challenge per scheme configured (RFC 7235 allows several).
+      if (!options_.token.empty()) res.set_header("WWW-Authenticate", "Bearer realm=\"taskmill\"");
+      if (!options_.basic_user.empty()) {
+        res.set_header("WWW-Authenticate", "Basic realm=\"taskmill\", charset=\"UTF-8\"");
+      }
       throw HttpError{401, "authentication credentials were not provided or are wrong"};
     }
     match->handler(req, res, m);
@@ -276,6 +381,10 @@ void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
   } catch (const pg::Error& e) {
     if (auto mapped = store::MapSqlError(e)) {
       ReplyError(res, StatusFor(mapped->code), mapped->message);
+    } else if (e.sqlstate().rfind("22", 0) == 0) {
+      // A data exception: a value of the request the server could not take
+      // (our own checks should have caught it first).
+      ReplyError(res, 400, fmt::format("invalid value: {}", e.what()));
     } else if (e.retryable()) {
       spdlog::warn("{} {}: database unavailable: {}", req.method, req.path, e.what());
       ReplyError(res, 503, fmt::format("database unavailable: {}", e.what()));
@@ -288,7 +397,8 @@ void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
     ReplyError(res, 500, "internal error (logged)");
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  requests_.Add({{"route", route_name}, {"method", req.method}, {"status", std::to_string(res.status)}})
+  requests_
+      .Add({{"route", route_name}, {"method", req.method}, {"status", std::to_string(res.status)}})
       .Increment();
   latency_
       .Add({{"route", route_name}},
@@ -315,11 +425,11 @@ void Server::ListTasks(const httplib::Request& req, httplib::Response& res) {
   auto count = conn->Exec(fmt::format("SELECT count(*) FROM taskmill.task_view WHERE {}", q->where),
                           q->params, DeadlineIn(kQueryTimeout))
                    .GetInt(0, 0);
-  auto rows = conn->Exec(fmt::format("SELECT {} FROM taskmill.task_view WHERE {} ORDER BY {} "
-                                     "LIMIT {} OFFSET {}",
-                                     store::kTaskColumns, q->where, q->order_by, q->limit,
-                                     q->offset),
-                         q->params, DeadlineIn(kQueryTimeout));
+  auto rows =
+      conn->Exec(fmt::format("SELECT {} FROM taskmill.task_view WHERE {} ORDER BY {} "
+                             "LIMIT {} OFFSET {}",
+                             store::kTaskColumns, q->where, q->order_by, q->limit, q->offset),
+                 q->params, DeadlineIn(kQueryTimeout));
   json results = json::array();
   for (int i = 0; i < rows.rows(); ++i) {
     results.push_back(ShapeTask(TaskToJson(store::TaskFromRow(rows, i), kRoot), *q));
@@ -327,8 +437,9 @@ void Server::ListTasks(const httplib::Request& req, httplib::Response& res) {
   json body{{"count", count}, {"results", results}};
   body["next"] = q->offset + q->limit < count ? json(PageLink(req, q->limit, q->offset + q->limit))
                                               : json(nullptr);
-  body["previous"] = q->offset > 0 ? json(PageLink(req, q->limit, std::max(0, q->offset - q->limit)))
-                                   : json(nullptr);
+  body["previous"] = q->offset > 0
+                         ? json(PageLink(req, q->limit, std::max(0, q->offset - q->limit)))
+                         : json(nullptr);
   Reply(res, 200, body);
 }
 
@@ -351,7 +462,8 @@ void Server::GetTask(const httplib::Request& req, httplib::Response& res, const 
   Reply(res, 200, ShapeTask(TaskToJson(*task, kRoot), shape));
 }
 
-void Server::CancelTask(const httplib::Request& req, httplib::Response& res, const std::string& id) {
+void Server::CancelTask(const httplib::Request& req, httplib::Response& res,
+                        const std::string& id) {
   json body = ParseBody(req);
   if (body.size() != 1 || !body.contains("state") || body["state"] != "canceled") {
     throw HttpError{400, "The only acceptable value for 'state' is 'canceled'."};
@@ -384,8 +496,8 @@ void Server::DeleteTask(const httplib::Request&, httplib::Response& res, const s
     return;
   }
   if (r.IsNull(0, 1)) throw HttpError{404, fmt::format("task {} not found", uuid)};
-  throw HttpError{409, fmt::format("task {} is {}: only finished tasks can be deleted", uuid,
-                                   r.Get(0, 1))};
+  throw HttpError{
+      409, fmt::format("task {} is {}: only finished tasks can be deleted", uuid, r.Get(0, 1))};
 }
 
 void Server::PurgeTasks(const httplib::Request& req, httplib::Response& res) {
@@ -395,14 +507,15 @@ void Server::PurgeTasks(const httplib::Request& req, httplib::Response& res) {
   for (auto it = body.begin(); it != body.end(); ++it) {
     if (it.key() == "finished_before") {
       if (!it->is_string()) throw HttpError{400, "finished_before must be a date string"};
-      before = it->get<std::string>();
-      static const std::regex kDate(
-          R"(\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)");
-      if (!std::regex_match(before, kDate)) {
-        throw HttpError{400, fmt::format("finished_before: \"{}\" is not an ISO 8601 date", before)};
+      auto date = NormalizeDate(it->get<std::string>());
+      if (!date) {
+        throw HttpError{400, fmt::format("finished_before: \"{}\" is not an ISO 8601 date",
+                                         it->get<std::string>())};
       }
+      before = *date;
     } else if (it.key() == "states") {
-      if (!it->is_array() || it->empty()) throw HttpError{400, "states must be a list of final states"};
+      if (!it->is_array() || it->empty())
+        throw HttpError{400, "states must be a list of final states"};
       states.clear();
       for (const auto& s : *it) {
         if (!s.is_string()) throw HttpError{400, "states must be a list of final states"};
@@ -433,7 +546,21 @@ Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequ
   std::optional<std::string> run_here;
   if (request.immediate) run_here = AppId();
   auto out = store::DispatchTask(conn, request, run_here, DeadlineIn(kQueryTimeout));
-  if (!out.ok()) return out.error();
+  if (!out.ok() && run_here && out.error().code == ErrorCode::kConflict &&
+      !store::Heartbeat(conn, *run_here, DeadlineIn(kQueryTimeout))) {
+    // We were declared dead (our row is gone, so dispatch refused us as the
+    // owner): register again and dispatch once more.
+    run_here = ReRegister(conn, *run_here);
+    out = store::DispatchTask(conn, request, run_here, DeadlineIn(kQueryTimeout));
+  }
+  if (!out.ok()) {
+    // A task group or parent that does not exist is a bad request body, not
+    // a missing resource at this URL.
+    if (out.error().code == ErrorCode::kNotFound) {
+      return MakeError(ErrorCode::kInvalidArgument, out.error().message);
+    }
+    return out.error();
+  }
   dispatched_.Add({}).Increment();
   if (request.immediate) {
     if (out->state == TaskState::kRunning) {
@@ -442,8 +569,12 @@ Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequ
       task.name = request.name;
       task.args = request.args;
       task.kwargs = request.kwargs;
+      task.exclusive_resources = request.exclusive_resources;
+      task.shared_resources = request.shared_resources;
       task.immediate = true;
-      RunImmediate(conn, task);
+      task.deferred = request.deferred;
+      task.state = TaskState::kRunning;
+      RunImmediate(conn, task, *run_here);
     } else {
       immediate_.Add({{"outcome", out->state == TaskState::kCanceled ? "refused" : "deferred"}})
           .Increment();
@@ -452,33 +583,87 @@ Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequ
   return out->id;
 }
 
-TaskState Server::RunImmediate(pg::Connection& conn, const Task& task) {
-  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.immediate_timeout * 1000));
-  worker::Outcome o = worker::RunWithTimeout(registry_, task, timeout, nullptr);
-  // The outcome and the unblocking behind it: two transactions, one round
-  // trip.
-  pg::Params finish;
-  finish.Add(task.id).Add(AppId()).Add(std::string(TaskStateName(o.state)));
-  if (o.result.is_null()) {
-    finish.AddNull();
-  } else {
-    finish.Add(o.result.dump());
+TaskState Server::RunImmediate(pg::Connection& conn, const Task& task, const std::string& app_id) {
+  InflightMark mark(inflight_mu_, inflight_, task.id);
+  worker::Outcome o = worker::RunWithTimeout(registry_, task, ImmediateTimeout(), nullptr);
+  auto final_state = FinishImmediate(conn, task.id, app_id, o);
+  TaskState st = final_state.value_or(o.state);
+  immediate_.Add({{"outcome", std::string(TaskStateName(st))}}).Increment();
+  return st;
+}
+
+std::optional<TaskState> Server::FinishImmediate(pg::Connection& conn, const std::string& task_id,
+                                                 const std::string& app_id,
+                                                 const worker::Outcome& outcome) {
+  Deadline give_up = DeadlineIn(std::chrono::seconds(60));
+  std::optional<TaskState> final_state;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      if (!conn.ok()) conn = pg::Connection::Open(options_.database_url, DeadlineIn(kQueryTimeout));
+      final_state = store::FinishTask(conn, task_id, app_id, outcome.state, outcome.result,
+                                      outcome.error, DeadlineIn(kQueryTimeout));
+      break;
+    } catch (const pg::Error& e) {
+      if (!e.retryable() || Expired(give_up)) {
+        spdlog::error(
+            "could not record the outcome of immediate task {}: {}; it stays running "
+            "until the sweep or the janitor ends it",
+            task_id, e.what());
+        throw;
+      }
+      if (attempt == 0)
+        spdlog::warn("recording immediate task {}: {}; retrying", task_id, e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
-  if (o.error.is_null()) {
-    finish.AddNull();
-  } else {
-    finish.Add(o.error.dump());
+  // Only after the finish committed can the tasks queued behind it be judged
+  // free. Not fatal if it fails: the next claim of any worker does it too.
+  try {
+    store::ProcessReleases(conn, DeadlineIn(kQueryTimeout));
+  } catch (const pg::Error& e) {
+    spdlog::warn("unblocking behind immediate task {}: {} (a worker will do it)", task_id,
+                 e.what());
   }
-  auto results = conn.ExecPipeline(
-      {{"SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)", finish},
-       {"SELECT taskmill.process_releases()", {}}},
-      DeadlineIn(kQueryTimeout));
-  TaskState final_state = o.state;
-  if (!results[0].IsNull(0, 0)) {
-    final_state = ParseTaskState(results[0].Get(0, 0)).value_or(o.state);
-  }
-  immediate_.Add({{"outcome", std::string(TaskStateName(final_state))}}).Increment();
   return final_state;
+}
+
+std::string Server::ReRegister(pg::Connection& conn, const std::string& stale) {
+  std::lock_guard<std::mutex> lock(app_mu_);
+  if (app_id_ != stale) return app_id_;  // another thread did it already
+  auto app = store::RegisterApp(conn, Registration(), DeadlineIn(kQueryTimeout));
+  spdlog::error(
+      "this API process was declared dead (no heartbeat within {}s); registered again "
+      "as {}",
+      options_.ttl, app.id);
+  app_id_ = app.id;
+  return app_id_;
+}
+
+void Server::SweepLostImmediates(pg::Connection& conn) {
+  std::string app_id = AppId();
+  // Old enough that its dispatch answer, had it arrived, would have put it in
+  // the in-flight set long ago.
+  double min_age = std::chrono::duration<double>(kQueryTimeout).count() + 5;
+  auto rows = conn.Exec(
+      "SELECT id FROM taskmill.task WHERE app_lock = $1::uuid AND state IN ('running', "
+      "'canceling') AND started_at < clock_timestamp() - make_interval(secs => $2) LIMIT 100",
+      pg::Params().Add(app_id).Add(min_age), DeadlineIn(kQueryTimeout));
+  for (int i = 0; i < rows.rows(); ++i) {
+    std::string id = rows.GetString(i, 0);
+    {
+      std::lock_guard<std::mutex> lock(inflight_mu_);
+      if (inflight_.count(id) != 0) continue;
+    }
+    worker::Outcome lost;
+    lost.state = TaskState::kFailed;
+    lost.error = {{"description",
+                   "The API process lost track of this immediate task (a database fault); its "
+                   "outcome is unknown."}};
+    spdlog::warn("finalising immediate task {}: its outcome was never recorded", id);
+    store::FinishTask(conn, id, app_id, lost.state, lost.result, lost.error,
+                      DeadlineIn(kQueryTimeout));
+    store::ProcessReleases(conn, DeadlineIn(kQueryTimeout));
+  }
 }
 
 void Server::CreateTask(const httplib::Request& req, httplib::Response& res) {
@@ -571,8 +756,10 @@ void Server::ListWorkers(const httplib::Request& req, httplib::Response& res) {
     ++count;
   }
   json body{{"count", count}, {"results", results}};
-  body["next"] = offset + limit < count ? json(PageLink(req, limit, offset + limit)) : json(nullptr);
-  body["previous"] = offset > 0 ? json(PageLink(req, limit, std::max(0, offset - limit))) : json(nullptr);
+  body["next"] =
+      offset + limit < count ? json(PageLink(req, limit, offset + limit)) : json(nullptr);
+  body["previous"] =
+      offset > 0 ? json(PageLink(req, limit, std::max(0, offset - limit))) : json(nullptr);
   Reply(res, 200, body);
 }
 
@@ -626,7 +813,8 @@ json Server::GroupJson(pg::Connection& conn, const std::string& id) {
 
 void Server::ListGroups(const httplib::Request& req, httplib::Response& res) {
   for (const auto& [k, v] : req.params) {
-    if (k != "limit" && k != "offset") throw HttpError{400, fmt::format("unknown filter \"{}\"", k)};
+    if (k != "limit" && k != "offset")
+      throw HttpError{400, fmt::format("unknown filter \"{}\"", k)};
   }
   int limit = 100, offset = 0;
   try {
@@ -639,13 +827,16 @@ void Server::ListGroups(const httplib::Request& req, httplib::Response& res) {
   auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
   auto count = conn->Exec("SELECT count(*) FROM taskmill.task_group", DeadlineIn(kQueryTimeout))
                    .GetInt(0, 0);
-  auto ids = conn->Exec("SELECT id FROM taskmill.task_group ORDER BY created_at DESC LIMIT $1 OFFSET $2",
-                        pg::Params().Add(limit).Add(offset), DeadlineIn(kQueryTimeout));
+  auto ids =
+      conn->Exec("SELECT id FROM taskmill.task_group ORDER BY created_at DESC LIMIT $1 OFFSET $2",
+                 pg::Params().Add(limit).Add(offset), DeadlineIn(kQueryTimeout));
   json results = json::array();
   for (int i = 0; i < ids.rows(); ++i) results.push_back(GroupJson(*conn, ids.GetString(i, 0)));
   json body{{"count", count}, {"results", results}};
-  body["next"] = offset + limit < count ? json(PageLink(req, limit, offset + limit)) : json(nullptr);
-  body["previous"] = offset > 0 ? json(PageLink(req, limit, std::max(0, offset - limit))) : json(nullptr);
+  body["next"] =
+      offset + limit < count ? json(PageLink(req, limit, offset + limit)) : json(nullptr);
+  body["previous"] =
+      offset > 0 ? json(PageLink(req, limit, std::max(0, offset - limit))) : json(nullptr);
   Reply(res, 200, body);
 }
 
@@ -655,7 +846,8 @@ void Server::GetGroup(const httplib::Request&, httplib::Response& res, const std
   Reply(res, 200, GroupJson(*conn, uuid));
 }
 
-void Server::CancelGroup(const httplib::Request& req, httplib::Response& res, const std::string& id) {
+void Server::CancelGroup(const httplib::Request& req, httplib::Response& res,
+                         const std::string& id) {
   json body = ParseBody(req);
   if (body.size() != 1 || !body.contains("state") || body["state"] != "canceled") {
     throw HttpError{400, "The only acceptable value for 'state' is 'canceled'."};
@@ -674,7 +866,8 @@ void Server::CreateGroup(const httplib::Request& req, httplib::Response& res) {
   json body = req.body.empty() ? json::object() : ParseBody(req);
   std::string description;
   for (auto it = body.begin(); it != body.end(); ++it) {
-    if (it.key() != "description") throw HttpError{400, fmt::format("unknown field \"{}\"", it.key())};
+    if (it.key() != "description")
+      throw HttpError{400, fmt::format("unknown field \"{}\"", it.key())};
     if (!it->is_string()) throw HttpError{400, "description must be a string"};
     description = it->get<std::string>();
   }
@@ -683,8 +876,16 @@ void Server::CreateGroup(const httplib::Request& req, httplib::Response& res) {
   Reply(res, 201, GroupJson(*conn, *id));
 }
 
-void Server::Status(const httplib::Request&, httplib::Response& res) {
-  json body{{"versions", json::array({json{{"component", "taskmill"}, {"version", TASKMILL_VERSION}}})}};
+void RejectParams(const httplib::Request& req) {
+  if (!req.params.empty()) {
+    throw HttpError{400, fmt::format("unknown parameter \"{}\"", req.params.begin()->first)};
+  }
+}
+
+void Server::Status(const httplib::Request& req, httplib::Response& res) {
+  RejectParams(req);
+  json body{
+      {"versions", json::array({json{{"component", "taskmill"}, {"version", TASKMILL_VERSION}}})}};
   try {
     auto conn = pool_.Acquire(DeadlineIn(std::chrono::seconds(5)));
     auto apps = store::ListApps(*conn, std::nullopt, DeadlineIn(std::chrono::seconds(5)));
@@ -704,7 +905,9 @@ void Server::Status(const httplib::Request&, httplib::Response& res) {
   }
 }
 
-void Server::Metrics(const httplib::Request&, httplib::Response& res) {
+void Server::Metrics(const httplib::Request& req, httplib::Response& res) {
+  RejectParams(req);
+  pool_opened_.Set(static_cast<double>(pool_.opened()));
   res.status = 200;
   res.set_content(prometheus::TextSerializer().Serialize(metrics_->Collect()),
                   "text/plain; version=0.0.4");
@@ -724,47 +927,269 @@ void Server::IngestTasks(const httplib::Request& req, httplib::Response& res, in
     } catch (...) {
       throw HttpError{400, "timeout must be a number of seconds"};
     }
-    if (seconds <= 0 || seconds > 3600) throw HttpError{400, "timeout must be between 0 and 3600"};
+    if (!(seconds > 0 && seconds <= 3600)) {
+      throw HttpError{400, "timeout must be more than 0 and at most 3600 seconds"};
+    }
   }
+  // Every task of this request carries the request's correlation id, as a
+  // Pulp dispatch inside a request does; it also lets us count exactly what
+  // committed if the connection fails half way through a pipeline.
+  std::string cid = req.get_header_value("Correlation-ID");
+  if (cid.empty() || cid.size() > 128) {
+    cid = NewUuid();
+    cid.erase(std::remove(cid.begin(), cid.end(), '-'), cid.end());
+  }
+  Deadline end = DeadlineIn(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+  auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
+  try {
+    int64_t count =
+        mode == 2 ? IngestImmediate(*conn, end, cid) : IngestDeferred(*conn, end, mode, cid);
+    Reply(res, 200, json{{"tasks_executed", count}});
+  } catch (const pg::Error& e) {
+    if (store::MapSqlError(e)) throw;  // a bad request: answered as usual
+    std::exception_ptr original = std::current_exception();
+    // The count so far is not known from the answers: ask the database.
+    spdlog::warn("ingestion request {} stopped by a database error: {}", cid, e.what());
+    try {
+      if (!conn->ok())
+        *conn = pg::Connection::Open(options_.database_url, DeadlineIn(kAcquireTimeout));
+      auto n = conn->Exec(mode == 2 ? "SELECT count(*) FROM taskmill.task WHERE logging_cid = $1 "
+                                      "AND state = 'completed'"
+                                    : "SELECT count(*) FROM taskmill.task WHERE logging_cid = $1",
+                          pg::Params().Add(cid), DeadlineIn(kQueryTimeout));
+      Reply(res, 503,
+            json{{"detail", fmt::format("database error after some tasks: {}", e.what())},
+                 {"tasks_executed", n.GetInt(0, 0)}});
+    } catch (const pg::Error&) {
+      std::rethrow_exception(original);
+    }
+  }
+}
+
+int64_t Server::IngestDeferred(pg::Connection& conn, Deadline end, int mode,
+                               const std::string& cid) {
+  // Many dispatches in flight per round trip (libpq pipeline mode, a sync
+  // after each): each is still its own transaction, and every result is
+  // read, so the count is exact. The database executes them back to back
+  // instead of waiting a round trip for each.
+  constexpr int kDepth = 32;
   std::vector<std::string> three = {NewUuid(), NewUuid(), NewUuid()};
   thread_local std::mt19937 rng(std::random_device{}());
-  auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
-  Deadline end = DeadlineIn(std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(seconds)));
+  std::vector<pg::Connection::Statement> batch(kDepth);
   int64_t count = 0;
-  if (mode == 2) {
-    DispatchRequest r;
-    r.name = "taskmill.noop";
-    r.immediate = true;
-    r.deferred = false;
-    while (!Expired(end)) {
-      r.exclusive_resources = {NewUuid()};
-      auto out = store::DispatchTask(*conn, r, AppId(), DeadlineIn(kQueryTimeout));
-      if (!out.ok()) throw HttpError{StatusFor(out.error().code), out.error().message};
-      if (out->state != TaskState::kRunning) continue;
-      Task task;
-      task.id = out->id;
-      task.name = r.name;
-      task.immediate = true;
-      if (RunImmediate(*conn, task) == TaskState::kCompleted) ++count;
+  auto& dispatched = dispatched_.Add({});
+  while (!Expired(end) && !stopping_) {
+    for (auto& st : batch) {
+      st.sql =
+          "SELECT id FROM taskmill.dispatch_task('taskmill.noop', '[]', '{}', $1::text[], '{}', "
+          "false, true, NULL, NULL, $2)";
+      st.params = pg::Params();
+      st.params.AddTextArray({mode == 0 ? NewUuid() : three[rng() % 3]}).Add(cid);
     }
-  } else {
-    // Several dispatches in flight per round trip (libpq pipeline mode);
-    // each is still its own transaction, and the count is exact.
-    constexpr int kDepth = 8;
-    std::vector<pg::Connection::Statement> batch(kDepth);
-    while (!Expired(end)) {
-      for (auto& s : batch) {
-        s.sql = "SELECT id FROM taskmill.dispatch_task('taskmill.noop', '[]', '{}', $1::text[])";
-        s.params = pg::Params();
-        s.params.AddTextArray({mode == 0 ? NewUuid() : three[rng() % 3]});
-      }
-      auto results = conn->ExecPipeline(batch, DeadlineIn(kQueryTimeout));
-      count += static_cast<int64_t>(results.size());
-    }
-    dispatched_.Add({}).Increment(static_cast<double>(count));
+    auto results = conn.ExecPipeline(batch, DeadlineIn(kQueryTimeout));
+    count += static_cast<int64_t>(results.size());
+    dispatched.Increment(static_cast<double>(results.size()));
   }
-  Reply(res, 200, json{{"tasks_executed", count}});
+  return count;
+}
+
+int64_t Server::IngestImmediate(pg::Connection& conn, Deadline end, const std::string& cid) {
+  // A second connection lets the database record outcomes while it
+  // dispatches the next task (two backends, two cores, commits flushed
+  // together) instead of one after the other. Only if one is free right now:
+  // a request never waits for its second connection.
+  auto recorder = pool_.TryAcquire(DeadlineIn(std::chrono::seconds(5)));
+  if (!recorder) return IngestImmediateOneConnection(conn, end, cid);
+  return IngestImmediateTwoConnections(conn, **recorder, end, cid);
+}
+
+namespace {
+
+// An immediate task that ran and whose outcome is still to be recorded.
+struct PendingOutcome {
+  std::string id;
+  worker::Outcome outcome;
+  std::unique_ptr<InflightMark> mark;
+};
+
+}  // namespace
+
+int64_t Server::IngestImmediateTwoConnections(pg::Connection& conn, pg::Connection& recorder,
+                                              Deadline end, const std::string& cid) {
+  // This thread dispatches on `conn` and runs each task; a recorder thread
+  // records the outcomes on `recorder`, as many as have piled up per round
+  // trip: each finish its own transaction, then the unblocking behind them
+  // in a transaction of its own after they committed.
+  constexpr size_t kMaxPending = 64;
+  constexpr int kDispatchDepth = 8;
+  std::string app_id = AppId();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<PendingOutcome> pending;  // under mu
+  bool done = false;                   // under mu
+  std::exception_ptr recorder_error;   // under mu
+  int64_t completed = 0;               // the recorder's until it is joined
+  std::thread recorder_thread([&] {
+    try {
+      for (;;) {
+        std::vector<PendingOutcome> batch;
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [&] { return done || !pending.empty(); });
+          if (pending.empty()) return;  // done, and all recorded
+          while (!pending.empty()) {
+            batch.push_back(std::move(pending.front()));
+            pending.pop_front();
+          }
+        }
+        cv.notify_all();  // room for the dispatcher
+        std::vector<pg::Connection::Statement> stmts;
+        for (const auto& p : batch) stmts.push_back(FinishStatement(p.id, app_id, p.outcome));
+        stmts.push_back({"SELECT taskmill.process_releases()", {}});
+        std::vector<pg::Result> results;
+        try {
+          results = recorder.ExecPipeline(stmts, DeadlineIn(kQueryTimeout));
+        } catch (...) {
+          // Back for the clean-up below (finishing twice is harmless).
+          std::lock_guard<std::mutex> lock(mu);
+          for (auto& p : batch) pending.push_back(std::move(p));
+          throw;
+        }
+        for (size_t i = 0; i < batch.size(); ++i) {
+          std::optional<TaskState> st;
+          if (!results[i].IsNull(0, 0)) st = ParseTaskState(results[i].Get(0, 0));
+          if (st == TaskState::kCompleted) ++completed;
+          immediate_
+              .Add({{"outcome", std::string(TaskStateName(st.value_or(batch[i].outcome.state)))}})
+              .Increment();
+        }
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      recorder_error = std::current_exception();
+      cv.notify_all();
+    }
+  });
+
+  std::exception_ptr error;
+  auto& dispatched = dispatched_.Add({});
+  try {
+    while (!Expired(end) && !stopping_) {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return recorder_error || pending.size() < kMaxPending; });
+        if (recorder_error) break;
+      }
+      // A few dispatches per round trip (each its own transaction); each
+      // task runs once its dispatch came back `running`.
+      std::vector<pg::Connection::Statement> batch;
+      for (int i = 0; i < kDispatchDepth; ++i) batch.push_back(ImmediateNoopStatement(cid, app_id));
+      auto results = conn.ExecPipeline(batch, DeadlineIn(kQueryTimeout));
+      dispatched.Increment(static_cast<double>(results.size()));
+      std::vector<PendingOutcome> ran;
+      for (const auto& r : results) {
+        if (r.Get(0, 1) != "running") {
+          immediate_.Add({{"outcome", "refused"}}).Increment();
+          continue;
+        }
+        Task task;
+        task.id = r.GetString(0, 0);
+        task.name = "taskmill.noop";
+        task.immediate = true;
+        task.deferred = false;
+        task.state = TaskState::kRunning;
+        auto mark = std::make_unique<InflightMark>(inflight_mu_, inflight_, task.id);
+        ran.push_back(PendingOutcome{
+            task.id, worker::RunWithTimeout(registry_, task, ImmediateTimeout(), nullptr),
+            std::move(mark)});
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        for (auto& p : ran) pending.push_back(std::move(p));
+      }
+      cv.notify_all();
+    }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  recorder_thread.join();
+  if (!error) error = recorder_error;
+  if (error) {
+    // Record what ran but was not recorded; the caller then counts exactly.
+    for (const auto& p : pending) FinishImmediate(conn, p.id, app_id, p.outcome);
+    std::rethrow_exception(error);
+  }
+  return completed;
+}
+
+int64_t Server::IngestImmediateOneConnection(pg::Connection& conn, Deadline end,
+                                             const std::string& cid) {
+  // One round trip per task: the outcome of the previous task, the
+  // unblocking behind it and the next dispatch go in one pipeline, each its
+  // own transaction, in that order (so the unblocking runs after the finish
+  // committed). The task itself runs between round trips, in this thread's
+  // helper under the immediate timeout, like any immediate task.
+  struct Pending {
+    std::string id;
+    worker::Outcome outcome;
+    std::unique_ptr<InflightMark> mark;
+  };
+  std::string app_id = AppId();
+  std::optional<Pending> prev;
+  int64_t completed = 0;
+  auto& dispatched = dispatched_.Add({});
+  auto count_finish = [&](const std::optional<TaskState>& st, const worker::Outcome& o) {
+    TaskState final_state = st.value_or(o.state);
+    if (st == TaskState::kCompleted) ++completed;
+    immediate_.Add({{"outcome", std::string(TaskStateName(final_state))}}).Increment();
+  };
+  try {
+    while (!Expired(end) && !stopping_) {
+      std::vector<pg::Connection::Statement> stmts;
+      if (prev) {
+        stmts.push_back(FinishStatement(prev->id, app_id, prev->outcome));
+        stmts.push_back({"SELECT taskmill.process_releases()", {}});
+      }
+      stmts.push_back(ImmediateNoopStatement(cid, app_id));
+      auto results = conn.ExecPipeline(stmts, DeadlineIn(kQueryTimeout));
+      if (prev) {
+        std::optional<TaskState> st;
+        if (!results[0].IsNull(0, 0)) st = ParseTaskState(results[0].Get(0, 0));
+        count_finish(st, prev->outcome);
+        prev.reset();
+      }
+      dispatched.Increment();
+      const pg::Result& r = results.back();
+      if (r.Get(0, 1) != "running") {
+        // Busy (cannot happen with a fresh resource) and not deferred: it
+        // ended canceled; not counted.
+        immediate_.Add({{"outcome", "refused"}}).Increment();
+        continue;
+      }
+      Task task;
+      task.id = r.GetString(0, 0);
+      task.name = "taskmill.noop";
+      task.immediate = true;
+      task.deferred = false;
+      task.state = TaskState::kRunning;
+      auto mark = std::make_unique<InflightMark>(inflight_mu_, inflight_, task.id);
+      prev = Pending{task.id, worker::RunWithTimeout(registry_, task, ImmediateTimeout(), nullptr),
+                     std::move(mark)};
+    }
+  } catch (const pg::Error&) {
+    // Record the task that ran (a finish that already committed is a no-op
+    // now); a dispatch whose answer was lost is left to the sweep.
+    if (prev) FinishImmediate(conn, prev->id, app_id, prev->outcome);
+    throw;
+  }
+  if (prev) count_finish(FinishImmediate(conn, prev->id, app_id, prev->outcome), prev->outcome);
+  return completed;
 }
 
 void Server::AddRoutes() {
@@ -804,13 +1229,15 @@ void Server::AddRoutes() {
   Add("GET", "/metrics", "metrics", false,
       [this](auto& req, auto& res, auto&) { Metrics(req, res); });
   if (options_.test_endpoints) {
-    // As in the seed's test plan: no credentials asked, on only when enabled.
+    // GETs that write: they need credentials whenever some are configured,
+    // even with --read-open (Pulp's are open, but exist only on test
+    // deployments; here they exist only when asked for).
     auto ingest = [this](int mode) {
       return [this, mode](auto& req, auto& res, auto&) { IngestTasks(req, res, mode); };
     };
-    Add("GET", "/api/pulp/test/tasks/", "test-tasks", false, ingest(0));
-    Add("GET", "/api/pulp/test/random_lock_tasks/", "test-random-lock", false, ingest(1));
-    Add("GET", "/api/pulp/test/immediate_tasks/", "test-immediate", false, ingest(2));
+    Add("GET", "/api/pulp/test/tasks/", "test-tasks", true, ingest(0));
+    Add("GET", "/api/pulp/test/random_lock_tasks/", "test-random-lock", true, ingest(1));
+    Add("GET", "/api/pulp/test/immediate_tasks/", "test-immediate", true, ingest(2));
   }
 }
 
@@ -819,24 +1246,23 @@ void Server::Heartbeats() {
   auto interval = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(options_.heartbeat_interval));
   bool down = false;
-  while (!stopping_) {
+  while (!heartbeat_stop_) {
     {
       std::unique_lock<std::mutex> lock(stop_mu_);
-      stop_cv_.wait_for(lock, interval, [&] { return stopping_.load(); });
+      stop_cv_.wait_for(lock, interval, [&] { return heartbeat_stop_.load(); });
     }
-    if (stopping_) break;
+    if (heartbeat_stop_) break;
     try {
-      if (!conn.ok()) conn = pg::Connection::Open(options_.database_url, DeadlineIn(std::chrono::seconds(5)));
-      if (!store::Heartbeat(conn, AppId(), DeadlineIn(std::chrono::seconds(10)))) {
-        store::AppRegistration reg{"api", options_.name, Hostname(), getpid(), options_.ttl,
-                                   registry_.Names()};
-        auto app = store::RegisterApp(conn, reg, DeadlineIn(kQueryTimeout));
-        spdlog::error("this API process was declared dead (no heartbeat within {}s); registered "
-                      "again as {}",
-                      options_.ttl, app.id);
-        std::lock_guard<std::mutex> lock(app_mu_);
-        app_id_ = app.id;
+      if (!conn.ok()) {
+        conn = pg::Connection::Open(options_.database_url, DeadlineIn(std::chrono::seconds(5)));
       }
+      // A beat must land well within the TTL to count.
+      auto beat_deadline =
+          DeadlineIn(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+              std::max(0.1, options_.ttl - options_.heartbeat_interval))));
+      std::string id = AppId();
+      if (!store::Heartbeat(conn, id, beat_deadline)) ReRegister(conn, id);
+      SweepLostImmediates(conn);
       if (down) spdlog::info("database reachable again");
       down = false;
     } catch (const pg::Error& e) {
@@ -853,9 +1279,16 @@ int Server::Run() {
     return 2;
   }
   std::string host = options_.listen.substr(0, colon);
-  int port = 0;
+  // "[::1]:8080": the brackets only delimit the address.
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = -1;
   try {
-    port = std::stoi(options_.listen.substr(colon + 1));
+    size_t used = 0;
+    std::string p = options_.listen.substr(colon + 1);
+    port = std::stoi(p, &used);
+    if (used != p.size()) port = -1;
   } catch (...) {
     port = -1;
   }
@@ -881,9 +1314,7 @@ int Server::Run() {
       std::cerr << "taskmill api: " << schema.error().message << "\n";
       return 5;
     }
-    store::AppRegistration reg{"api", options_.name, Hostname(), getpid(), options_.ttl,
-                               registry_.Names()};
-    app_id_ = store::RegisterApp(*conn, reg, DeadlineIn(kQueryTimeout)).id;
+    app_id_ = store::RegisterApp(*conn, Registration(), DeadlineIn(kQueryTimeout)).id;
   } catch (const pg::Error& e) {
     std::cerr << "taskmill api: cannot use the database: " << e.what() << "\n";
     return 5;
@@ -906,7 +1337,9 @@ int Server::Run() {
   http_.set_read_timeout(30, 0);
   http_.set_write_timeout(30, 0);
   http_.set_keep_alive_max_count(1000);
-  auto handler = [this](const httplib::Request& req, httplib::Response& res) { Dispatch(req, res); };
+  auto handler = [this](const httplib::Request& req, httplib::Response& res) {
+    Dispatch(req, res);
+  };
   http_.Get(".*", handler);
   http_.Post(".*", handler);
   http_.Put(".*", handler);
@@ -937,20 +1370,27 @@ int Server::Run() {
   std::thread signals([this, mask] {
     int sig = 0;
     sigwait(&mask, &sig);
-    spdlog::info("signal {}: finishing requests in flight, then exiting", sig);
-    stopping_ = true;
-    stop_cv_.notify_all();
-    http_.stop();
+    if (stopping_.exchange(true)) return;  // woken by Run() itself
+    spdlog::info("signal {}: no new requests; finishing those in flight, then exiting", sig);
+    // stop() is a no-op until the listener runs: repeat until it has ended.
+    while (!listen_done_) {
+      http_.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
   });
-  http_.listen_after_bind();
-  stopping_ = true;
+  // Returns once stopped and every request in flight has been answered (its
+  // thread pool is drained and joined). Heartbeats go on until then: a long
+  // request (an ingestion run) must not get this process declared dead.
+  bool listened = http_.listen_after_bind();
+  listen_done_ = true;
+  if (!stopping_.exchange(true)) {
+    spdlog::error("the HTTP server stopped on its own");
+    pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread
+  }
+  signals.join();
+  heartbeat_stop_ = true;
   stop_cv_.notify_all();
   heartbeat.join();
-  // Wake the signal thread if the server stopped for another reason.
-  if (signals.joinable()) {
-    pthread_kill(signals.native_handle(), SIGTERM);
-    signals.join();
-  }
   try {
     auto conn = pool_.Acquire(DeadlineIn(std::chrono::seconds(5)));
     store::DeregisterApp(*conn, AppId(), DeadlineIn(std::chrono::seconds(5)));
@@ -958,7 +1398,7 @@ int Server::Run() {
     spdlog::warn("could not deregister ({}); the janitor will remove this process", e.what());
   }
   spdlog::info("API stopped");
-  return 0;
+  return listened ? 0 : 1;
 }
 
 }  // namespace

@@ -4,10 +4,15 @@
 //
 // The server is one process. It owns its HTTP listener (cpp-httplib, a
 // thread pool sized to the connections it serves), a pool of database
-// connections (one per server thread), and an app row heartbeated by a
-// thread of its own, so that an immediate task left behind by a killed API
-// process is cleaned up like a dead worker's. SIGINT/SIGTERM stop it: stop
-// accepting, finish the requests in flight, deregister, exit 0.
+// connections (one per server thread, src/api/connection_pool.h), and an app
+// row (app_type "api") heartbeated by a thread of its own, so that an
+// immediate task left behind by a killed API process is cleaned up like a
+// dead worker's. The same thread registers the process again if it was
+// declared dead, and fails immediate tasks it owns but lost track of. The
+// database owns every task's state; the server holds none between requests.
+// SIGINT/SIGTERM stop it: stop accepting, finish the requests in flight
+// (heartbeating meanwhile), deregister, exit 0. docs/api.md is the user's
+// description.
 #pragma once
 
 #include <string>

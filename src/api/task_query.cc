@@ -12,14 +12,19 @@ namespace {
 
 const std::regex kUuid(
     "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
-// ISO 8601 dates and date-times, as Pulp accepts them.
+// ISO 8601 dates and date-times, as Pulp accepts them. Groups: year, month,
+// day, hour, minute, second, fraction, zone.
 const std::regex kDate(
-    R"(\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)");
+    R"((\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?)?(Z|z|[+-]\d{2}(?::?\d{2})?)?)");
 
-const std::map<std::string, std::string> kOrderable = {
-    {"pulp_created", "created_at"}, {"name", "name"},       {"state", "state"},
-    {"started_at", "started_at"},   {"finished_at", "finished_at"},
-    {"unblocked_at", "unblocked_at"}, {"pulp_id", "id"},    {"logging_cid", "logging_cid"}};
+const std::map<std::string, std::string> kOrderable = {{"pulp_created", "created_at"},
+                                                       {"name", "name"},
+                                                       {"state", "state"},
+                                                       {"started_at", "started_at"},
+                                                       {"finished_at", "finished_at"},
+                                                       {"unblocked_at", "unblocked_at"},
+                                                       {"pulp_id", "id"},
+                                                       {"logging_cid", "logging_cid"}};
 
 const std::map<std::string, std::string> kDateFields = {{"pulp_created", "created_at"},
                                                         {"started_at", "started_at"},
@@ -29,7 +34,9 @@ const std::map<std::string, std::string> kDateFields = {{"pulp_created", "create
 const std::map<std::string, std::string> kDateOps = {
     {"gte", ">="}, {"lte", "<="}, {"gt", ">"}, {"lt", "<"}, {"", "="}};
 
-Error Bad(std::string message) { return MakeError(ErrorCode::kInvalidArgument, std::move(message)); }
+Error Bad(std::string message) {
+  return MakeError(ErrorCode::kInvalidArgument, std::move(message));
+}
 
 }  // namespace
 
@@ -44,6 +51,30 @@ std::vector<std::string> SplitComma(const std::string& s) {
     start = end + 1;
   }
   return out;
+}
+
+bool IsUuid(const std::string& s) { return std::regex_match(s, kUuid); }
+
+std::optional<std::string> NormalizeDate(const std::string& text) {
+  std::smatch m;
+  if (!std::regex_match(text, m, kDate)) return std::nullopt;
+  auto num = [&](int i) { return m[i].matched ? std::stoi(m[i].str()) : 0; };
+  int year = num(1), month = num(2), day = num(3), hour = num(4), minute = num(5), second = num(6);
+  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (year < 1 || month < 1 || month > 12 || day < 1 || day > kDays[month - 1]) return std::nullopt;
+  bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  if (month == 2 && day == 29 && !leap) return std::nullopt;
+  if (hour > 23 || minute > 59 || second > 59) return std::nullopt;
+  std::string zone = "+00:00";
+  if (m[8].matched && m[8].str() != "Z" && m[8].str() != "z") {
+    std::string z = m[8].str();
+    int zh = std::stoi(z.substr(1, 2));
+    int zm = z.size() > 3 ? std::stoi(z.substr(z.size() - 2)) : 0;
+    if (zh > 14 || zm > 59) return std::nullopt;
+    zone = fmt::format("{}{:02}:{:02}", z[0], zh, zm);
+  }
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{}", year, month, day, hour, minute,
+                     second, m[7].matched ? m[7].str() : "", zone);
 }
 
 std::optional<std::string> UuidFromRef(const std::string& ref) {
@@ -136,20 +167,20 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
       if (!id) return Bad(fmt::format("{} must be a task group href or uuid", key));
       conds.push_back(key + " = " + param(*id) + "::uuid");
     } else if (key == "reserved_resources" || key == "reserved_resources__in") {
-      for (const auto& r : key == "reserved_resources" ? std::vector<std::string>{value}
-                                                       : SplitComma(value)) {
+      for (const auto& r :
+           key == "reserved_resources" ? std::vector<std::string>{value} : SplitComma(value)) {
         std::string p = param(r);
-        conds.push_back(fmt::format("({0} = ANY (exclusive_resources) OR {0} = ANY "
-                                    "(shared_resources))",
-                                    p));
+        conds.push_back(
+            fmt::format("({0} = ANY (exclusive_resources) OR {0} = ANY "
+                        "(shared_resources))",
+                        p));
       }
     } else if (key == "exclusive_resources" || key == "exclusive_resources__in") {
-      auto values = key == "exclusive_resources" ? std::vector<std::string>{value}
-                                                 : SplitComma(value);
+      auto values =
+          key == "exclusive_resources" ? std::vector<std::string>{value} : SplitComma(value);
       conds.push_back("exclusive_resources @> " + param_array(values));
     } else if (key == "shared_resources" || key == "shared_resources__in") {
-      auto values = key == "shared_resources" ? std::vector<std::string>{value}
-                                              : SplitComma(value);
+      auto values = key == "shared_resources" ? std::vector<std::string>{value} : SplitComma(value);
       conds.push_back("shared_resources @> " + param_array(values));
     } else if (key == "fields") {
       q.fields = SplitComma(value);
@@ -179,10 +210,9 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
       if (df == kDateFields.end() || dop == kDateOps.end()) {
         return Bad(fmt::format("unknown filter \"{}\"", key));
       }
-      if (!std::regex_match(value, kDate)) {
-        return Bad(fmt::format("{}: \"{}\" is not an ISO 8601 date", key, value));
-      }
-      conds.push_back(fmt::format("{} {} {}::timestamptz", df->second, dop->second, param(value)));
+      auto date = NormalizeDate(value);
+      if (!date) return Bad(fmt::format("{}: \"{}\" is not an ISO 8601 date", key, value));
+      conds.push_back(fmt::format("{} {} {}::timestamptz", df->second, dop->second, param(*date)));
     }
   }
   if (!conds.empty()) q.where = fmt::format("{}", fmt::join(conds, " AND "));
@@ -190,9 +220,9 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
 }
 
 nlohmann::json ShapeTask(const nlohmann::json& task, const TaskQuery& query) {
-  static const std::vector<std::string> kMinimal = {
-      "pulp_href", "prn",         "pulp_created", "name",  "state",
-      "unblocked_at", "started_at", "finished_at",  "worker"};
+  static const std::vector<std::string> kMinimal = {"pulp_href",  "prn",         "pulp_created",
+                                                    "name",       "state",       "unblocked_at",
+                                                    "started_at", "finished_at", "worker"};
   nlohmann::json out = task;
   if (query.minimal) {
     nlohmann::json m = nlohmann::json::object();

@@ -40,6 +40,16 @@ nlohmann::json ShapeTask(const nlohmann::json& task, const TaskQuery& query);
 
 // A uuid from a bare uuid or an href ending in "/<uuid>/"; nullopt if none.
 std::optional<std::string> UuidFromRef(const std::string& ref);
+// True if `s` is exactly a uuid (8-4-4-4-12 hex digits).
+bool IsUuid(const std::string& s);
+
+// An ISO 8601 date or date-time ("2026-11-24", "2026-11-24T09:13:23.5Z",
+// "2026-11-24 09:13:23+02:00"), checked field by field (month 1-12, a day
+// that exists, hour < 24, ...) and rewritten with an explicit zone for
+// PostgreSQL's timestamptz input. A value without a zone is UTC (Pulp's
+// TIME_ZONE default), never the database session's zone. nullopt if
+// malformed.
+std::optional<std::string> NormalizeDate(const std::string& text);
 
 // Splits "a,b,c" (empty parts dropped).
 std::vector<std::string> SplitComma(const std::string& s);

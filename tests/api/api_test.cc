@@ -7,6 +7,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -30,33 +33,30 @@ int FreePort() {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a));
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
   socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   close(fd);
   return ntohs(a.sin_port);
 }
 
 class ApiTest : public ::testing::Test {
-protected:
+ protected:
   void SetUp() override { db_ = testing::MigratedTestDatabase(); }
   void TearDown() override {
     if (HasFailure()) {
-      for (const auto &log : logs_)
-        std::cerr << "---- " << log << "\n" << testing::ReadFile(log);
+      for (const auto& log : logs_) std::cerr << "---- " << log << "\n" << testing::ReadFile(log);
     }
   }
 
   // Starts the API server with extra flags and waits until it answers.
   void StartApi(std::vector<std::string> extra = {}) {
     port_ = FreePort();
-    std::vector<std::string> args = {"--database-url",
-                                     db_,
-                                     "api",
-                                     "--listen",
-                                     fmt::format("127.0.0.1:{}", port_),
-                                     "--threads",
-                                     "4"};
+    std::vector<std::string> args = {"--database-url", db_, "api", "--listen",
+                                     fmt::format("127.0.0.1:{}", port_)};
+    if (std::find(extra.begin(), extra.end(), "--threads") == extra.end()) {
+      args.insert(args.end(), {"--threads", "4"});
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     std::string log;
     api_ = StartTaskmill(args, &log);
@@ -80,48 +80,41 @@ protected:
     logs_.push_back(log);
   }
 
-  httplib::Result Post(const std::string &path, const json &body) {
-    return client_->Post(path.c_str(), headers_, body.dump(),
-                         "application/json");
+  httplib::Result Post(const std::string& path, const json& body) {
+    return client_->Post(path.c_str(), headers_, body.dump(), "application/json");
   }
-  httplib::Result Patch(const std::string &path, const json &body) {
-    return client_->Patch(path.c_str(), headers_, body.dump(),
-                          "application/json");
+  httplib::Result Patch(const std::string& path, const json& body) {
+    return client_->Patch(path.c_str(), headers_, body.dump(), "application/json");
   }
-  json GetJson(const std::string &path, int expect = 200) {
+  json GetJson(const std::string& path, int expect = 200) {
     auto r = client_->Get(path.c_str(), headers_);
     EXPECT_TRUE(r) << path;
-    if (!r)
-      return nullptr;
+    if (!r) return nullptr;
     EXPECT_EQ(r->status, expect) << path << " " << r->body;
     return json::parse(r->body, nullptr, false);
   }
   // Dispatches and returns the task href.
-  std::string Dispatch(const json &body) {
+  std::string Dispatch(const json& body) {
     auto r = Post("/pulp/api/v3/tasks/", body);
     EXPECT_TRUE(r);
-    if (!r)
-      return "";
+    if (!r) return "";
     EXPECT_EQ(r->status, 202) << r->body;
     return json::parse(r->body).value("task", "");
   }
-  std::string State(const std::string &href) { return GetJson(href)["state"]; }
-  bool WaitState(const std::string &href, const std::string &state,
+  std::string State(const std::string& href) { return GetJson(href)["state"]; }
+  bool WaitState(const std::string& href, const std::string& state,
                  std::chrono::milliseconds t = 30s) {
     return WaitFor([&] { return State(href) == state; }, t);
   }
   // Asserts an error status with a JSON {"detail": ...} body.
-  void ExpectError(const httplib::Result &r, int status,
-                   const std::string &contains = "") {
+  void ExpectError(const httplib::Result& r, int status, const std::string& contains = "") {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, status) << r->body;
     auto j = json::parse(r->body, nullptr, false);
     ASSERT_FALSE(j.is_discarded()) << r->body;
     ASSERT_TRUE(j.contains("detail")) << r->body;
     if (!contains.empty()) {
-      EXPECT_NE(j["detail"].get<std::string>().find(contains),
-                std::string::npos)
-          << r->body;
+      EXPECT_NE(j["detail"].get<std::string>().find(contains), std::string::npos) << r->body;
     }
   }
 
@@ -146,11 +139,9 @@ TEST_F(ApiTest, DispatchOverHttpAndRead) {
   EXPECT_EQ(t["state"], "waiting");
   EXPECT_EQ(t["name"], "taskmill.echo");
   EXPECT_EQ(t["pulp_href"], href);
-  EXPECT_EQ(t["reserved_resources_record"],
-            json({"repo-1", "shared:remote-1"}));
-  for (const char *k : {"pulp_created", "logging_cid", "unblocked_at",
-                        "started_at", "finished_at", "error", "worker",
-                        "parent_task", "task_group", "result"}) {
+  EXPECT_EQ(t["reserved_resources_record"], json({"repo-1", "shared:remote-1"}));
+  for (const char* k : {"pulp_created", "logging_cid", "unblocked_at", "started_at", "finished_at",
+                        "error", "worker", "parent_task", "task_group", "result"}) {
     EXPECT_TRUE(t.contains(k)) << k;
   }
   StartWorker();
@@ -159,74 +150,72 @@ TEST_F(ApiTest, DispatchOverHttpAndRead) {
   auto status = GetJson("/pulp/api/v3/status/");
   EXPECT_TRUE(status["database_connection"]["connected"]);
   EXPECT_EQ(status["online_api_apps"].size(), 1u);
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        return GetJson("/pulp/api/v3/workers/?online=true")["count"] == 1;
-      },
-      10s));
+  ASSERT_TRUE(
+      WaitFor([&] { return GetJson("/pulp/api/v3/workers/?online=true")["count"] == 1; }, 10s));
   EXPECT_EQ(GetJson("/pulp/api/v3/workers/?missing=true")["count"], 0);
   auto metrics = client_->Get("/metrics");
   ASSERT_TRUE(metrics);
-  EXPECT_NE(metrics->body.find("taskmill_api_requests_total"),
-            std::string::npos);
+  EXPECT_NE(metrics->body.find("taskmill_api_requests_total"), std::string::npos);
 }
 
 TEST_F(ApiTest, BadInputGetsJsonErrorsAndWritesNothing) {
   StartApi({"--max-body-bytes", "4096"});
   const std::string tasks = "/pulp/api/v3/tasks/";
-  ExpectError(
-      client_->Post(tasks.c_str(), headers_, "{not json", "application/json"),
-      400, "JSON");
-  ExpectError(client_->Post(tasks.c_str(), headers_, "[1]", "application/json"),
-              400, "object");
+  ExpectError(client_->Post(tasks.c_str(), headers_, "{not json", "application/json"), 400, "JSON");
+  ExpectError(client_->Post(tasks.c_str(), headers_, "[1]", "application/json"), 400, "object");
   ExpectError(Post(tasks, {{"name", 5}}), 400, "name");
-  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"args", {{"a", 1}}}}),
-              400, "args");
-  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"kwargs", {1}}}), 400,
-              "kwargs");
-  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"colour", "red"}}), 400,
-              "unknown field");
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"args", {{"a", 1}}}}), 400, "args");
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"kwargs", {1}}}), 400, "kwargs");
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"colour", "red"}}), 400, "unknown field");
   ExpectError(Post(tasks, {{"name", "no.such"}}), 400, "unknown task function");
-  ExpectError(
-      Post(tasks, {{"name", "taskmill.noop"}, {"exclusive_resources", {""}}}),
-      400, "empty");
-  ExpectError(
-      Post(tasks, {{"name", "taskmill.noop"}, {"exclusive_resources", {1}}}),
-      400);
-  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"immediate", "yes"}}),
-              400);
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"exclusive_resources", {""}}}), 400,
+              "empty");
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"exclusive_resources", {1}}}), 400);
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"immediate", "yes"}}), 400);
   ExpectError(Post(tasks, {{"args", json::array()}}), 400, "name is required");
-  std::string big = json{{"name", "taskmill.noop"},
-                         {"kwargs", {{"pad", std::string(8000, 'x')}}}}
-                        .dump();
-  ExpectError(client_->Post(tasks.c_str(), headers_, big, "application/json"),
-              413);
-  ExpectError(client_->Get("/pulp/api/v3/tasks/?colour=red", headers_), 400,
-              "unknown filter");
-  ExpectError(
-      client_->Get("/pulp/api/v3/tasks/?pulp_created__gte=yesterday", headers_),
-      400, "date");
-  ExpectError(client_->Get("/pulp/api/v3/tasks/?state=sleeping", headers_), 400,
-              "state");
-  ExpectError(client_->Get("/pulp/api/v3/tasks/?limit=-3", headers_), 400,
-              "limit");
-  ExpectError(client_->Get("/pulp/api/v3/tasks/not-a-uuid/", headers_), 404);
-  ExpectError(
-      client_->Get("/pulp/api/v3/tasks/6f1d1a52-0000-4000-8000-000000000000/",
-                   headers_),
-      404);
+  std::string big =
+      json{{"name", "taskmill.noop"}, {"kwargs", {{"pad", std::string(8000, 'x')}}}}.dump();
+  ExpectError(client_->Post(tasks.c_str(), headers_, big, "application/json"), 413);
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?colour=red", headers_), 400, "unknown filter");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?pulp_created__gte=yesterday", headers_), 400,
+              "date");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?state=sleeping", headers_), 400, "state");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?limit=-3", headers_), 400, "limit");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/not-a-uuid/", headers_), 400, "uuid");
+  ExpectError(Patch("/pulp/api/v3/tasks/not-a-uuid/", {{"state", "canceled"}}), 400, "uuid");
+  ExpectError(client_->Delete("/pulp/api/v3/tasks/not-a-uuid/", headers_), 400, "uuid");
+  ExpectError(client_->Get("/pulp/api/v3/task-groups/12345/", headers_), 400, "uuid");
+  ExpectError(client_->Get("/pulp/api/v3/workers/x/", headers_), 400, "uuid");
+  // Dates that look right but are not.
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?pulp_created__gte=2026-13-01", headers_), 400,
+              "date");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?finished_at__lt=2026-02-30T10:00:00Z", headers_),
+              400, "date");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?started_at=2026-01-01T25:00:00", headers_), 400,
+              "date");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?task_group=nope", headers_), 400, "task_group");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?minimal=maybe", headers_), 400, "minimal");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/?ordering=colour", headers_), 400, "order");
+  ExpectError(client_->Get("/pulp/api/v3/workers/?online=perhaps", headers_), 400, "online");
+  ExpectError(client_->Get("/pulp/api/v3/status/?x=1", headers_), 400, "unknown parameter");
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"},
+                           {"task_group", "6f1d1a52-0000-4000-8000-000000000000"}}),
+              400, "does not exist");
+  ExpectError(Post(tasks, {{"name", "taskmill.noop"}, {"deferred", false}}), 400, "deferred");
+  ExpectError(Post("/pulp/api/v3/tasks/purge/", {{"finished_before", "2026-02-30"}}), 400);
+  ExpectError(client_->Patch("/pulp/api/v3/tasks/6f1d1a52-0000-4000-8000-000000000000/", headers_,
+                             "{\"state\": ", "application/json"),
+              400, "JSON");
+  ExpectError(client_->Get("/pulp/api/v3/tasks/6f1d1a52-0000-4000-8000-000000000000/", headers_),
+              404);
   ExpectError(client_->Get("/pulp/api/v3/nothing-here/", headers_), 404);
-  auto put =
-      client_->Put("/pulp/api/v3/tasks/", headers_, "{}", "application/json");
+  auto put = client_->Put("/pulp/api/v3/tasks/", headers_, "{}", "application/json");
   ExpectError(put, 405);
   EXPECT_EQ(put->get_header_value("Allow"), "GET, POST");
   ExpectError(client_->Delete("/pulp/api/v3/workers/", headers_), 405);
-  ExpectError(Post("/pulp/api/v3/tasks/purge/", {{"states", {"running"}}}), 400,
-              "final state");
-  ExpectError(Post("/pulp/api/v3/tasks/purge/", {{"finished_before", "soon"}}),
-              400);
-  ExpectError(client_->Get("/api/pulp/test/tasks/", headers_),
-              404); // not enabled
+  ExpectError(Post("/pulp/api/v3/tasks/purge/", {{"states", {"running"}}}), 400, "final state");
+  ExpectError(Post("/pulp/api/v3/tasks/purge/", {{"finished_before", "soon"}}), 400);
+  ExpectError(client_->Get("/api/pulp/test/tasks/", headers_), 404);  // not enabled
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/")["count"], 0);
   // The server is still fine.
   EXPECT_FALSE(Dispatch({{"name", "taskmill.noop"}}).empty());
@@ -238,11 +227,9 @@ TEST_F(ApiTest, BadInputGetsJsonErrorsAndWritesNothing) {
 TEST_F(ApiTest, CancelAndDeleteOfWaitingRunningFinishedAndUnknownTasks) {
   StartApi();
   StartWorker({"--cancel-grace", "2"});
-  auto blocker = Dispatch({{"name", "taskmill.sleep"},
-                           {"kwargs", {{"seconds", 600}}},
-                           {"exclusive_resources", {"R"}}});
-  auto waiting =
-      Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"R"}}});
+  auto blocker = Dispatch(
+      {{"name", "taskmill.sleep"}, {"kwargs", {{"seconds", 600}}}, {"exclusive_resources", {"R"}}});
+  auto waiting = Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"R"}}});
   ASSERT_TRUE(WaitState(blocker, "running"));
   EXPECT_EQ(State(waiting), "waiting");
 
@@ -266,8 +253,7 @@ TEST_F(ApiTest, CancelAndDeleteOfWaitingRunningFinishedAndUnknownTasks) {
   EXPECT_FALSE(bt["started_at"].is_null());
   EXPECT_FALSE(bt["finished_at"].is_null());
 
-  auto done =
-      Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"R"}}});
+  auto done = Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"R"}}});
   ASSERT_TRUE(WaitState(done, "completed"));
   auto again = Patch(done, {{"state", "canceled"}});
   ASSERT_TRUE(again);
@@ -277,9 +263,9 @@ TEST_F(ApiTest, CancelAndDeleteOfWaitingRunningFinishedAndUnknownTasks) {
   ASSERT_TRUE(del);
   EXPECT_EQ(del->status, 204);
   GetJson(done, 404);
-  ExpectError(Patch("/pulp/api/v3/tasks/6f1d1a52-0000-4000-8000-000000000000/",
-                    {{"state", "canceled"}}),
-              404);
+  ExpectError(
+      Patch("/pulp/api/v3/tasks/6f1d1a52-0000-4000-8000-000000000000/", {{"state", "canceled"}}),
+      404);
 }
 
 TEST_F(ApiTest, FieldsExcludeFieldsMinimalFiltersAndPagination) {
@@ -292,17 +278,14 @@ TEST_F(ApiTest, FieldsExcludeFieldsMinimalFiltersAndPagination) {
   std::this_thread::sleep_for(1100ms);
   std::string middle = GetJson(t1)["finished_at"];
   std::this_thread::sleep_for(1100ms);
-  auto probe = GetJson("/pulp/api/v3/status/"); // nothing
-  auto t2 =
-      Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"a"}}});
-  auto t3 =
-      Dispatch({{"name", "taskmill.noop"}, {"shared_resources", {"a", "c"}}});
+  auto probe = GetJson("/pulp/api/v3/status/");  // nothing
+  auto t2 = Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"a"}}});
+  auto t3 = Dispatch({{"name", "taskmill.noop"}, {"shared_resources", {"a", "c"}}});
   ASSERT_TRUE(WaitState(t3, "completed"));
 
   auto f = GetJson(t1 + "?fields=pulp_href,state,worker");
   EXPECT_EQ(f.size(), 3u);
-  EXPECT_TRUE(f.contains("pulp_href") && f.contains("state") &&
-              f.contains("worker"));
+  EXPECT_TRUE(f.contains("pulp_href") && f.contains("state") && f.contains("worker"));
   auto ex = GetJson(t1 + "?exclude_fields=state,worker");
   EXPECT_FALSE(ex.contains("state"));
   EXPECT_FALSE(ex.contains("worker"));
@@ -316,27 +299,30 @@ TEST_F(ApiTest, FieldsExcludeFieldsMinimalFiltersAndPagination) {
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?name=taskmill.noop")["count"], 2);
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?name=nothing.like.this")["count"], 0);
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?name__contains=echo")["count"], 1);
-  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?state__in=completed,failed")["count"],
-            3);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?state__in=completed,failed")["count"], 3);
   std::string started = GetJson(t1)["started_at"];
-  auto by_start = GetJson("/pulp/api/v3/tasks/?started_at=" +
-                          httplib::detail::encode_query_param(started));
+  auto by_start =
+      GetJson("/pulp/api/v3/tasks/?started_at=" + httplib::detail::encode_query_param(started));
   EXPECT_GE(by_start["count"].get<int>(), 1);
   auto enc = httplib::detail::encode_query_param(middle);
-  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?pulp_created__gte=" + enc)["count"],
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?pulp_created__gte=" + enc)["count"], 2);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?pulp_created__lte=" + enc)["count"], 1);
+  // A date without a zone is UTC; a zone offset is honoured.
+  std::string naive = middle.substr(0, middle.size() - 1);  // drop the "Z"
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?pulp_created__gte=" +
+                    httplib::detail::encode_query_param(naive))["count"],
             2);
-  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?pulp_created__lte=" + enc)["count"],
-            1);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?pulp_created__gte=" +
+                    httplib::detail::encode_query_param(naive + "+01:00"))["count"],
+            3);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?finished_at__gte=2000-01-01")["count"], 3);
   // Resources, with Pulp's AND semantics for __in.
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?reserved_resources=a")["count"], 3);
-  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?reserved_resources__in=a,c")["count"],
-            2);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?reserved_resources__in=a,c")["count"], 2);
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?exclusive_resources=a")["count"], 2);
-  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?exclusive_resources__in=a,b")["count"],
-            1);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?exclusive_resources__in=a,b")["count"], 1);
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?shared_resources=c")["count"], 2);
-  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?shared_resources__in=a,c")["count"],
-            1);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?shared_resources__in=a,c")["count"], 1);
   // Pagination, newest first by default.
   auto page = GetJson("/pulp/api/v3/tasks/?limit=2");
   EXPECT_EQ(page["count"], 3);
@@ -371,24 +357,20 @@ TEST_F(ApiTest, ImmediateTasks) {
   EXPECT_FALSE(ft["finished_at"].is_null());
   EXPECT_TRUE(ft["error"].is_null());
   // No resources at all.
-  EXPECT_EQ(State(Dispatch({{"name", "taskmill.noop"}, {"immediate", true}})),
-            "completed");
+  EXPECT_EQ(State(Dispatch({{"name", "taskmill.noop"}, {"immediate", true}})), "completed");
   // Timeout.
-  auto slow = Dispatch({{"name", "taskmill.sleep"},
-                        {"kwargs", {{"seconds", 3}}},
-                        {"immediate", true}});
+  auto slow =
+      Dispatch({{"name", "taskmill.sleep"}, {"kwargs", {{"seconds", 3}}}, {"immediate", true}});
   auto st = GetJson(slow);
   EXPECT_EQ(st["state"], "failed");
-  EXPECT_NE(
-      st["error"]["description"].get<std::string>().find("timed out after"),
-      std::string::npos);
+  EXPECT_NE(st["error"]["description"].get<std::string>().find("timed out after"),
+            std::string::npos);
   // Failing immediate task.
   auto failing = Dispatch({{"name", "taskmill.fail"},
                            {"kwargs", {{"message", "immediate oops"}}},
                            {"immediate", true}});
   EXPECT_EQ(GetJson(failing)["state"], "failed");
-  EXPECT_NE(GetJson(failing)["error"]["description"].get<std::string>().find(
-                "immediate oops"),
+  EXPECT_NE(GetJson(failing)["error"]["description"].get<std::string>().find("immediate oops"),
             std::string::npos);
 
   // Busy resource: a waiting task holds it (no worker yet).
@@ -401,8 +383,7 @@ TEST_F(ApiTest, ImmediateTasks) {
                            {"exclusive_resources", {"busy"}}});
   auto rt = GetJson(refused);
   EXPECT_EQ(rt["state"], "canceled");
-  EXPECT_NE(rt["error"]["reason"].get<std::string>().find(
-                "Resources temporarily unavailable."),
+  EXPECT_NE(rt["error"]["reason"].get<std::string>().find("Resources temporarily unavailable."),
             std::string::npos);
   auto deferred = Dispatch({{"name", "taskmill.echo"},
                             {"immediate", true},
@@ -413,20 +394,17 @@ TEST_F(ApiTest, ImmediateTasks) {
                                  {"kwargs", {{"seconds", 3}}},
                                  {"immediate", true},
                                  {"exclusive_resources", {"busy"}}});
-  auto worker_fail = Dispatch(
-      {{"name", "taskmill.fail"}, {"kwargs", {{"message", "worker oops"}}}});
+  auto worker_fail =
+      Dispatch({{"name", "taskmill.fail"}, {"kwargs", {{"message", "worker oops"}}}});
   StartWorker({"--immediate-timeout", "1"});
   ASSERT_TRUE(WaitState(deferred, "completed"));
   ASSERT_TRUE(WaitState(deferred_slow, "failed"));
   EXPECT_NE(
-      GetJson(deferred_slow)["error"]["description"].get<std::string>().find(
-          "timed out after"),
+      GetJson(deferred_slow)["error"]["description"].get<std::string>().find("timed out after"),
       std::string::npos);
   ASSERT_TRUE(WaitState(worker_fail, "failed"));
-  EXPECT_NE(
-      GetJson(worker_fail)["error"]["description"].get<std::string>().find(
-          "worker oops"),
-      std::string::npos);
+  EXPECT_NE(GetJson(worker_fail)["error"]["description"].get<std::string>().find("worker oops"),
+            std::string::npos);
   ASSERT_TRUE(WaitState(holder, "completed"));
 }
 
@@ -437,9 +415,7 @@ TEST_F(ApiTest, TaskGroups) {
   ASSERT_EQ(g->status, 201) << g->body;
   std::string group = json::parse(g->body)["pulp_href"];
   for (int i = 0; i < 3; ++i) {
-    Dispatch({{"name", "taskmill.noop"},
-              {"exclusive_resources", {"G"}},
-              {"task_group", group}});
+    Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"G"}}, {"task_group", group}});
   }
   auto gj = GetJson(group);
   EXPECT_EQ(gj["waiting"], 3);
@@ -456,17 +432,13 @@ TEST_F(ApiTest, TaskGroups) {
 }
 
 TEST_F(ApiTest, CredentialsAreRequiredWhenConfigured) {
-  StartApi(
-      {"--token", "s3cret", "--basic-user", "admin", "--basic-password", "pw"});
+  StartApi({"--token", "s3cret", "--basic-user", "admin", "--basic-password", "pw"});
   ExpectError(client_->Get("/pulp/api/v3/tasks/"), 401);
   auto denied =
-      client_->Post("/pulp/api/v3/tasks/", R"({"name": "taskmill.noop"})",
-                    "application/json");
+      client_->Post("/pulp/api/v3/tasks/", R"({"name": "taskmill.noop"})", "application/json");
   ExpectError(denied, 401);
   EXPECT_FALSE(denied->get_header_value("WWW-Authenticate").empty());
-  ExpectError(
-      client_->Get("/pulp/api/v3/tasks/", {{"Authorization", "Bearer wrong"}}),
-      401);
+  ExpectError(client_->Get("/pulp/api/v3/tasks/", {{"Authorization", "Bearer wrong"}}), 401);
   headers_ = {{"Authorization", "Bearer s3cret"}};
   EXPECT_FALSE(Dispatch({{"name", "taskmill.noop"}}).empty());
   headers_ = {httplib::make_basic_authentication_header("admin", "pw")};
@@ -479,51 +451,44 @@ TEST_F(ApiTest, ReadOpenAndRefusalToListenOpenlyWithoutCredentials) {
   StartApi({"--token", "t", "--read-open"});
   EXPECT_EQ(GetJson("/pulp/api/v3/tasks/")["count"], 0);
   ExpectError(Post("/pulp/api/v3/tasks/", {{"name", "taskmill.noop"}}), 401);
-  auto r = testing::RunTaskmill({"--database-url", db_, "api", "--listen",
-                                 fmt::format("0.0.0.0:{}", FreePort())});
+  auto r = testing::RunTaskmill(
+      {"--database-url", db_, "api", "--listen", fmt::format("0.0.0.0:{}", FreePort())});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("without credentials"), std::string::npos) << r.err;
 }
 
 TEST_F(ApiTest, IngestionEndpointsAndLoadClients) {
   StartApi({"--enable-test-endpoints"});
-  for (const char *path : {"/api/pulp/test/tasks/?timeout=1",
-                           "/api/pulp/test/random_lock_tasks/?timeout=1",
-                           "/api/pulp/test/immediate_tasks/?timeout=1"}) {
+  for (const char* path :
+       {"/api/pulp/test/tasks/?timeout=1", "/api/pulp/test/random_lock_tasks/?timeout=1",
+        "/api/pulp/test/immediate_tasks/?timeout=1"}) {
     auto j = GetJson(path);
     ASSERT_TRUE(j.contains("tasks_executed")) << path;
     EXPECT_GT(j["tasks_executed"].get<int>(), 0) << path;
   }
   ExpectError(client_->Get("/api/pulp/test/tasks/?timeout=soon"), 400);
   // The immediate endpoint counted tasks that really completed.
-  auto completed =
-      GetJson("/pulp/api/v3/tasks/?state=completed&limit=1")["count"]
-          .get<int>();
+  auto completed = GetJson("/pulp/api/v3/tasks/?state=completed&limit=1")["count"].get<int>();
   EXPECT_GT(completed, 0);
 
-  std::string url =
-      fmt::format("http://127.0.0.1:{}/api/pulp/test/tasks/", port_);
-  auto bench = testing::RunTaskmill({"bench", "ingest", "--url", url,
-                                     "--timeout", "1", "--max-workers", "2"});
+  std::string url = fmt::format("http://127.0.0.1:{}/api/pulp/test/tasks/", port_);
+  auto bench = testing::RunTaskmill(
+      {"bench", "ingest", "--url", url, "--timeout", "1", "--max-workers", "2"});
   EXPECT_EQ(bench.exit_code, 0) << bench.err;
-  EXPECT_NE(bench.out.find("Total tasks processed:"), std::string::npos)
-      << bench.out;
-  EXPECT_EQ(bench.out.find("Total tasks processed: 0."), std::string::npos)
-      << bench.out;
+  EXPECT_NE(bench.out.find("Total tasks processed:"), std::string::npos) << bench.out;
+  EXPECT_EQ(bench.out.find("Total tasks processed: 0."), std::string::npos) << bench.out;
 
   // The seed's own Python client, unchanged.
-  std::string python =
-      access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
-  std::string cmd =
-      fmt::format("{} {}/tests/api/seed_ingest_client.py --url {} --timeout 1 "
-                  "--max_workers 2 2>&1",
-                  python, TASKMILL_SOURCE_DIR, url);
-  FILE *p = popen(cmd.c_str(), "r");
+  std::string python = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+  std::string cmd = fmt::format(
+      "{} {}/tests/api/seed_ingest_client.py --url {} --timeout 2 "
+      "--max_workers 2 2>&1",
+      python, TASKMILL_SOURCE_DIR, url);
+  FILE* p = popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;
   char buf[512];
-  while (fgets(buf, sizeof(buf), p))
-    out += buf;
+  while (fgets(buf, sizeof(buf), p)) out += buf;
   EXPECT_EQ(pclose(p), 0) << out;
   EXPECT_NE(out.find("Total tasks processed: "), std::string::npos) << out;
   EXPECT_EQ(out.find("Total tasks processed: 0."), std::string::npos) << out;
@@ -534,8 +499,7 @@ TEST_F(ApiTest, PurgeRemovesOnlyOldFinishedTasksOfTheGivenStates) {
   StartWorker();
   auto ok = Dispatch({{"name", "taskmill.noop"}});
   auto bad = Dispatch({{"name", "taskmill.fail"}});
-  auto waiting_behind =
-      Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"Z"}}});
+  auto waiting_behind = Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"Z"}}});
   ASSERT_TRUE(WaitState(ok, "completed"));
   ASSERT_TRUE(WaitState(bad, "failed"));
   ASSERT_TRUE(WaitState(waiting_behind, "completed"));
@@ -543,13 +507,208 @@ TEST_F(ApiTest, PurgeRemovesOnlyOldFinishedTasksOfTheGivenStates) {
   auto r = Post("/pulp/api/v3/tasks/purge/", json::object());
   ASSERT_TRUE(r);
   EXPECT_EQ(json::parse(r->body)["deleted"], 0);
-  r = Post(
-      "/pulp/api/v3/tasks/purge/",
-      {{"finished_before", "2999-01-01T00:00:00Z"}, {"states", {"failed"}}});
+  r = Post("/pulp/api/v3/tasks/purge/",
+           {{"finished_before", "2999-01-01T00:00:00Z"}, {"states", {"failed"}}});
   EXPECT_EQ(json::parse(r->body)["deleted"], 1);
   GetJson(bad, 404);
   EXPECT_EQ(State(ok), "completed");
 }
 
-} // namespace
-} // namespace taskmill
+// The ingestion endpoints write, so configured credentials guard them even
+// with --read-open; the bench client can send a token.
+TEST_F(ApiTest, IngestionEndpointsNeedCredentialsWhenConfigured) {
+  StartApi({"--token", "tok", "--read-open", "--enable-test-endpoints"});
+  ExpectError(client_->Get("/api/pulp/test/tasks/?timeout=0.2"), 401);
+  headers_ = {{"Authorization", "Bearer tok"}};
+  EXPECT_GT(GetJson("/api/pulp/test/tasks/?timeout=0.2")["tasks_executed"].get<int>(), 0);
+  std::string url = fmt::format("http://127.0.0.1:{}/api/pulp/test/random_lock_tasks/", port_);
+  auto bench = testing::RunTaskmill(
+      {"bench", "ingest", "--url", url, "--timeout", "1", "--max-workers", "2", "--token", "tok"});
+  EXPECT_EQ(bench.exit_code, 0) << bench.out << bench.err;
+  EXPECT_NE(bench.out.find("Processed "), std::string::npos) << bench.out;
+  EXPECT_EQ(bench.out.find("Total tasks processed: 0."), std::string::npos) << bench.out;
+  auto refused = testing::RunTaskmill({"bench", "ingest", "--url", url, "--timeout", "1"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.out.find("401"), std::string::npos) << refused.out;
+}
+
+// SIGTERM: requests in flight are answered, the process deregisters and
+// exits 0.
+TEST_F(ApiTest, SigtermFinishesRequestsInFlightDeregistersAndExitsZero) {
+  StartApi({"--enable-test-endpoints"});
+  auto conn = testing::Connect(db_);
+  auto apps = [&] {
+    return conn.Exec("SELECT count(*) FROM taskmill.app WHERE app_type = 'api'", DeadlineIn(10s))
+        .GetInt(0, 0);
+  };
+  EXPECT_EQ(apps(), 1);
+  std::optional<httplib::Result> long_request;
+  std::thread t([&] {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    long_request = c.Get("/api/pulp/test/tasks/?timeout=3");
+  });
+  std::this_thread::sleep_for(1s);
+  ASSERT_TRUE(api_.Signal(SIGTERM));
+  auto status = api_.Wait(DeadlineIn(30s));
+  t.join();
+  ASSERT_TRUE(status.has_value()) << "still running 30 s after SIGTERM";
+  EXPECT_EQ(ExitCodeOf(*status), 0);
+  ASSERT_TRUE(long_request.has_value());
+  ASSERT_TRUE(*long_request) << "the request in flight got no answer";
+  EXPECT_EQ((*long_request)->status, 200) << (*long_request)->body;
+  EXPECT_GT(json::parse((*long_request)->body)["tasks_executed"].get<int>(), 0);
+  EXPECT_EQ(apps(), 0);
+  // Nothing left half done: every task it dispatched exists whole.
+  EXPECT_EQ(
+      conn.Exec("SELECT count(*) FROM taskmill.task WHERE state <> 'waiting'", DeadlineIn(10s))
+          .GetInt(0, 0),
+      0);
+}
+
+// The pool replaces connections the server closed while they sat idle.
+TEST_F(ApiTest, PoolReconnectsAfterTheServerClosedItsConnections) {
+  StartApi();
+  for (int i = 0; i < 4; ++i) GetJson("/pulp/api/v3/tasks/");
+  auto conn = testing::Connect(db_);
+  auto killed = conn.Exec(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+      DeadlineIn(10s));
+  EXPECT_GE(killed.GetInt(0, 0), 1);
+  std::this_thread::sleep_for(200ms);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(GetJson("/pulp/api/v3/tasks/")["count"], 0) << "request " << i;
+  }
+  EXPECT_EQ(State(Dispatch({{"name", "taskmill.noop"}, {"immediate", true}})), "completed");
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("taskmill_api_db_connections_opened"), std::string::npos);
+}
+
+// Declared dead (its row deleted, as the janitor does): the API registers
+// again, at the next heartbeat or at once when an immediate dispatch needs
+// it.
+TEST_F(ApiTest, ReRegistersWhenDeclaredDead) {
+  StartApi({"--heartbeat-interval", "30", "--ttl", "120"});
+  auto conn = testing::Connect(db_);
+  auto api_ids = [&] {
+    auto r = conn.Exec("SELECT id FROM taskmill.app WHERE app_type = 'api'", DeadlineIn(10s));
+    std::vector<std::string> ids;
+    for (int i = 0; i < r.rows(); ++i) ids.push_back(r.GetString(i, 0));
+    return ids;
+  };
+  auto before = api_ids();
+  ASSERT_EQ(before.size(), 1u);
+  conn.Exec("SELECT taskmill.deregister_app($1::uuid)", pg::Params().Add(before[0]),
+            DeadlineIn(10s));
+  auto href = Dispatch({{"name", "taskmill.echo"}, {"immediate", true}, {"deferred", false}});
+  EXPECT_EQ(State(href), "completed");
+  auto after = api_ids();
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_NE(after[0], before[0]);
+}
+
+// An immediate task left running under this live API process (its outcome
+// was never recorded) is finalised by the sweep instead of holding its
+// resources forever.
+TEST_F(ApiTest, SweepFinalisesLostImmediateTasks) {
+  StartApi({"--heartbeat-interval", "0.2", "--ttl", "5"});
+  auto conn = testing::Connect(db_);
+  std::string app_id =
+      conn.Exec("SELECT id FROM taskmill.app WHERE app_type = 'api'", DeadlineIn(10s))
+          .GetString(0, 0);
+  auto lost = Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"L"}}});
+  auto behind = Dispatch({{"name", "taskmill.noop"}, {"exclusive_resources", {"L"}}});
+  std::string lost_id = GetJson(lost)["pulp_href"].get<std::string>();
+  lost_id = lost_id.substr(lost_id.size() - 37, 36);
+  conn.Exec(
+      "UPDATE taskmill.task SET state = 'running', app_lock = $1::uuid, immediate = true, "
+      "started_at = now() - interval '1 hour' WHERE id = $2::uuid",
+      pg::Params().Add(app_id).Add(lost_id), DeadlineIn(10s));
+  ASSERT_TRUE(WaitState(lost, "failed", 10s));
+  EXPECT_NE(GetJson(lost)["error"]["description"].get<std::string>().find("lost track"),
+            std::string::npos);
+  // Its resource passed on.
+  EXPECT_TRUE(WaitFor([&] { return !GetJson(behind)["unblocked_at"].is_null(); }, 10s));
+}
+
+// With one HTTP thread there is no second connection for the immediate
+// ingestion endpoint: it runs on one, and still counts exactly.
+TEST_F(ApiTest, ImmediateIngestionOnASingleConnection) {
+  StartApi({"--threads", "1", "--enable-test-endpoints"});
+  int n = GetJson("/api/pulp/test/immediate_tasks/?timeout=0.5")["tasks_executed"].get<int>();
+  EXPECT_GT(n, 0);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?state=completed&limit=1")["count"].get<int>(), n);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?limit=1")["count"].get<int>(), n);
+}
+
+// The counts are exact: every task counted exists, and no other.
+TEST_F(ApiTest, IngestionCountsExactly) {
+  StartApi({"--enable-test-endpoints"});
+  int n = GetJson("/api/pulp/test/immediate_tasks/?timeout=0.5")["tasks_executed"].get<int>();
+  EXPECT_GT(n, 0);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?state=completed&limit=1")["count"].get<int>(), n);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?limit=1")["count"].get<int>(), n);
+  int d = GetJson("/api/pulp/test/tasks/?timeout=0.5")["tasks_executed"].get<int>();
+  EXPECT_GT(d, 0);
+  EXPECT_EQ(GetJson("/pulp/api/v3/tasks/?state=waiting&limit=1")["count"].get<int>(), d);
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("taskmill_api_immediate_tasks_total{outcome=\"completed\"}"),
+            std::string::npos)
+      << metrics->body;
+}
+
+// A cancel of an immediate task running in the API process: 200
+// "canceling" at once; the function is not interrupted, and the task ends
+// "canceled" when it returns (in Pulp it stays canceling until the API
+// process exits).
+TEST_F(ApiTest, CancelOfAnImmediateTaskRunningInTheApiEndsCanceled) {
+  StartApi({"--immediate-timeout", "10"});
+  std::optional<httplib::Result> dispatched;
+  std::thread t([&] {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    dispatched =
+        c.Post("/pulp/api/v3/tasks/",
+               json{{"name", "taskmill.sleep"}, {"kwargs", {{"seconds", 1.5}}}, {"immediate", true}}
+                   .dump(),
+               "application/json");
+  });
+  std::string href;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto page = GetJson("/pulp/api/v3/tasks/?state=running");
+        if (page["count"] != 1) return false;
+        href = page["results"][0]["pulp_href"];
+        return true;
+      },
+      10s));
+  auto c = Patch(href, {{"state", "canceled"}});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->status, 200) << c->body;
+  EXPECT_EQ(json::parse(c->body)["state"], "canceling");
+  t.join();
+  ASSERT_TRUE(dispatched.has_value() && *dispatched);
+  EXPECT_EQ((*dispatched)->status, 202);
+  EXPECT_EQ(json::parse((*dispatched)->body)["task"], href);
+  auto task = GetJson(href);
+  EXPECT_EQ(task["state"], "canceled");
+  EXPECT_FALSE(task["started_at"].is_null());
+  EXPECT_FALSE(task["finished_at"].is_null());
+}
+
+TEST_F(ApiTest, RefusesToStartWithoutAUsableDatabase) {
+  auto r = testing::RunTaskmill(
+      {"--database-url", "host=/nonexistent-taskmill-socket-dir dbname=none connect_timeout=2",
+       "api", "--listen", fmt::format("127.0.0.1:{}", FreePort())});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("cannot use the database"), std::string::npos) << r.err;
+  auto bad_listen = testing::RunTaskmill({"--database-url", db_, "api", "--listen", "nowhere"});
+  EXPECT_NE(bad_listen.exit_code, 0);
+  EXPECT_NE(bad_listen.err.find("ADDR:PORT"), std::string::npos) << bad_listen.err;
+}
+
+}  // namespace
+}  // namespace taskmill
