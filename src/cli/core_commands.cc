@@ -65,12 +65,18 @@ fs::path ExecutablePath() {
 }
 
 // Where `taskmill up` keeps its embedded PostgreSQL: $TASKMILL_HOME, else
-// .taskmill/ in the project (beside build/).
+// .taskmill/ in the project (beside build/). When root runs a checkout that
+// the postgres user cannot reach (under /root, say), the server cannot live
+// there: then /var/lib/taskmill/<the project path, flattened>.
 fs::path TaskmillHome() {
   if (const char* home = std::getenv("TASKMILL_HOME"); home != nullptr && *home != '\0') {
     return fs::absolute(home);
   }
-  return ExecutablePath().parent_path().parent_path() / ".taskmill";
+  fs::path project = ExecutablePath().parent_path().parent_path();
+  if (PostgresCanReach(project)) return project / ".taskmill";
+  std::string flat;
+  for (char c : project.string()) flat += (c == '/') ? '_' : c;
+  return fs::path("/var/lib/taskmill") / flat;
 }
 
 std::string EmbeddedConnInfo(const fs::path& home) {

@@ -103,6 +103,19 @@ void CheckReachableByPostgres(const fs::path& dir) {
   }
 }
 
+}  // namespace
+
+bool PostgresCanReach(const fs::path& dir) {
+  try {
+    CheckReachableByPostgres(dir);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+namespace {
+
 fs::path RunuserPath() {
   // Not every PATH (cron, some CI runners) has the sbin directories.
   for (const char* p : {"/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"}) {

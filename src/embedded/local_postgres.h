@@ -80,6 +80,10 @@ class LocalPostgres {
   bool owned_ = false;  // false once moved from
 };
 
+// True unless this process runs as root and the postgres user cannot reach
+// `dir` (some parent, like /root, is not searchable by it).
+bool PostgresCanReach(const std::filesystem::path& dir);
+
 // The directory holding initdb/pg_ctl: $TASKMILL_PG_BINDIR, else the newest
 // /usr/lib/postgresql/<n>/bin. Throws std::runtime_error naming the package
 // to install if none is found.
