@@ -69,6 +69,7 @@ class LocalPostgres {
   void Restart(Deadline deadline);
   bool running() const { return running_; }
   const std::filesystem::path& data_dir() const { return options_.data_dir; }
+  const std::filesystem::path& socket_dir() const { return options_.socket_dir; }
 
  private:
   void StartServer(Deadline deadline);
