@@ -516,14 +516,11 @@ $$;
 -- p_idle, the worker is put on the idle list to be woken by a NOTIFY on its
 -- channel. Raises TM410 if p_app was declared dead. p_exclude: a release
 -- made by the calling transaction, which must not be examined by it.
-CREATE FUNCTION taskmill.claim(p_app uuid, p_idle boolean DEFAULT true, p_exclude uuid DEFAULT NULL)
-RETURNS SETOF taskmill.task LANGUAGE plpgsql
--- Generic plans, made once per session: a custom plan per call costs more
--- than the statement itself. The plan may be made while the queues are
--- empty, when a sequential scan looks cheapest; it is never the right plan
--- here. (And JIT compilation, which that cost estimate would trigger, only
--- adds latency.)
-SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
+CREATE FUNCTION taskmill._claim_one(p_app uuid, p_idle boolean, p_exclude uuid)
+RETURNS taskmill.task LANGUAGE plpgsql
+-- Internal (see taskmill.claim); called from entry points that set the
+-- planner options, and returns one row (all NULL if nothing was claimed).
+AS $$
 DECLARE
   v_name text;
   v_channel text;
@@ -553,7 +550,7 @@ BEGIN
       INSERT INTO taskmill.idle_worker (app_id, channel) VALUES (p_app, v_channel)
       ON CONFLICT (app_id) DO NOTHING;
     END IF;
-    RETURN;
+    RETURN v_task;
   END IF;
 
   -- KEY SHARE on our own row conflicts with the janitor's DELETE of it, so a
@@ -572,7 +569,24 @@ BEGIN
   IF v_unblocked > 1 THEN
     PERFORM taskmill._wake_idle(v_unblocked - 1);
   END IF;
-  RETURN NEXT v_task;
+  RETURN v_task;
+END $$;
+
+CREATE FUNCTION taskmill.claim(p_app uuid, p_idle boolean DEFAULT true, p_exclude uuid DEFAULT NULL)
+RETURNS SETOF taskmill.task LANGUAGE plpgsql
+-- Generic plans, made once per session: a custom plan per call costs more
+-- than the statement itself. The plan may be made while the queues are
+-- empty, when a sequential scan looks cheapest; it is never the right plan
+-- here. (And JIT compilation, which that cost estimate would trigger, only
+-- adds latency.)
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET jit = off AS $$
+DECLARE
+  v_task taskmill.task;
+BEGIN
+  v_task := taskmill._claim_one(p_app, p_idle, p_exclude);
+  IF v_task.id IS NOT NULL THEN
+    RETURN NEXT v_task;
+  END IF;
 END $$;
 
 -- The busy worker's round trip: records the outcome of p_task (as
@@ -583,12 +597,13 @@ END $$;
 -- finished_state is NULL if p_app no longer owns p_task; the task columns are
 -- NULL if nothing was ready.
 CREATE FUNCTION taskmill.finish_and_claim(
-  p_task uuid, p_app uuid, p_state text, p_result jsonb, p_error jsonb)
-RETURNS TABLE (finished_state text, id uuid, seq bigint, name text, args jsonb, kwargs jsonb,
-               exclusive_resources text[], shared_resources text[], state text,
-               immediate boolean, deferred boolean, logging_cid text, task_group uuid,
-               parent_task uuid, created_at timestamptz, unblocked_at timestamptz,
-               started_at timestamptz)
+  p_task uuid, p_app uuid, p_state text, p_result jsonb, p_error jsonb,
+  -- One row, not a set: no tuplestore on the busiest path.
+  OUT finished_state text, OUT id uuid, OUT seq bigint, OUT name text, OUT args jsonb,
+  OUT kwargs jsonb, OUT exclusive_resources text[], OUT shared_resources text[], OUT state text,
+  OUT immediate boolean, OUT deferred boolean, OUT logging_cid text, OUT task_group uuid,
+  OUT parent_task uuid, OUT created_at timestamptz, OUT unblocked_at timestamptz,
+  OUT started_at timestamptz)
 LANGUAGE plpgsql
 -- Generic plans, made once per session: a custom plan per call costs more
 -- than the statement itself. The plan may be made while the queues are
@@ -608,7 +623,7 @@ BEGIN
   -- A worker declared dead claims nothing (its next plain claim or heartbeat
   -- tells it so).
   IF EXISTS (SELECT 1 FROM taskmill.app a WHERE a.id = p_app) THEN
-    SELECT * INTO v_task FROM taskmill.claim(p_app, false, p_task);
+    v_task := taskmill._claim_one(p_app, false, p_task);
   END IF;
   id := v_task.id; seq := v_task.seq; name := v_task.name; args := v_task.args;
   kwargs := v_task.kwargs; exclusive_resources := v_task.exclusive_resources;
@@ -617,7 +632,6 @@ BEGIN
   logging_cid := v_task.logging_cid; task_group := v_task.task_group;
   parent_task := v_task.parent_task; created_at := v_task.created_at;
   unblocked_at := v_task.unblocked_at; started_at := v_task.started_at;
-  RETURN NEXT;
 END $$;
 
 -- Records the outcome of a task run by p_app. p_state is 'completed' or
