@@ -44,9 +44,7 @@ class ApiTest : public ::testing::Test {
  protected:
   void SetUp() override { db_ = testing::MigratedTestDatabase(); }
   void TearDown() override {
-    if (HasFailure()) {
-      for (const auto& log : logs_) std::cerr << "---- " << log << "\n" << testing::ReadFile(log);
-    }
+    if (HasFailure()) testing::PrintLogs(logs_);
   }
 
   // Starts the API server with extra flags and waits until it answers.

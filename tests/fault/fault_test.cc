@@ -53,21 +53,13 @@ class FaultTest : public ::testing::Test {
     std::remove(journal_.c_str());
   }
   void TearDown() override {
-    if (HasFailure()) {
-      for (const auto& log : logs_) {
-        std::cerr << "---- " << log << "\n" << testing::ReadFile(log) << "\n";
-      }
-    }
+    if (HasFailure()) testing::PrintLogs(logs_);
     for (auto& w : workers_) w.Stop(DeadlineIn(5s), SIGKILL);
   }
 
   size_t StartWorker(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--database-url", db_, "worker", "--name",
-                                     fmt::format("w{}", workers_.size())};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::string log;
-    workers_.push_back(StartTaskmill(args, &log));
-    logs_.push_back(log);
+    workers_.push_back(
+        testing::StartWorker(db_, fmt::format("w{}", workers_.size()), extra, &logs_));
     return workers_.size() - 1;
   }
 

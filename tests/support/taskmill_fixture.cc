@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -48,6 +49,20 @@ Subprocess StartTaskmill(const std::vector<std::string>& args, std::string* log_
   so.output_file = log;
   if (log_path != nullptr) *log_path = log;
   return Subprocess::Start(so);
+}
+
+Subprocess StartWorker(const std::string& db, const std::string& name,
+                       const std::vector<std::string>& extra, std::vector<std::string>* logs) {
+  std::vector<std::string> args = {"--database-url", db, "worker", "--name", name};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::string log;
+  Subprocess p = StartTaskmill(args, &log);
+  if (logs != nullptr) logs->push_back(log);
+  return p;
+}
+
+void PrintLogs(const std::vector<std::string>& logs) {
+  for (const auto& log : logs) std::cerr << "---- " << log << "\n" << ReadFile(log) << "\n";
 }
 
 CommandResult RunTaskmill(const std::vector<std::string>& args,

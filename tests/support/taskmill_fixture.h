@@ -29,6 +29,14 @@ struct CommandResult {
   std::string out;  // standard output
   std::string err;  // standard error
 };
+// Starts `taskmill --database-url <db> worker --name <name> <extra...>` and
+// appends its log file to `logs`.
+Subprocess StartWorker(const std::string& db, const std::string& name,
+                       const std::vector<std::string>& extra, std::vector<std::string>* logs);
+
+// Prints every log file to stderr (for a failed test).
+void PrintLogs(const std::vector<std::string>& logs);
+
 // Runs `taskmill <args...>` to completion (at most 60 s) and captures output.
 CommandResult RunTaskmill(const std::vector<std::string>& args,
                           const std::vector<std::string>& env = {});

@@ -70,9 +70,7 @@ class PoolerTest : public ::testing::Test {
         << testing::ReadFile(dir_ + "/pgbouncer.log");
   }
   void TearDown() override {
-    if (HasFailure()) {
-      for (const auto& log : logs_) std::cerr << "---- " << log << "\n" << testing::ReadFile(log);
-    }
+    if (HasFailure()) testing::PrintLogs(logs_);
     for (auto& w : workers_) w.Stop(DeadlineIn(10s));
     pgbouncer_.Stop(DeadlineIn(10s));
     std::error_code ec;

@@ -29,22 +29,14 @@ class WorkerTest : public ::testing::Test {
     conn_ = Connect(db_);
   }
   void TearDown() override {
-    if (HasFailure()) {
-      for (const auto& log : logs_) {
-        std::cerr << "---- " << log << "\n" << testing::ReadFile(log) << "\n";
-      }
-    }
+    if (HasFailure()) testing::PrintLogs(logs_);
     for (auto& w : workers_) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
 
   void StartWorkers(int n, std::vector<std::string> extra = {}) {
     for (int i = 0; i < n; ++i) {
-      std::vector<std::string> args = {"--database-url", db_, "worker", "--name",
-                                       fmt::format("w{}", workers_.size())};
-      args.insert(args.end(), extra.begin(), extra.end());
-      std::string log;
-      workers_.push_back(StartTaskmill(args, &log));
-      logs_.push_back(log);
+      workers_.push_back(
+          testing::StartWorker(db_, fmt::format("w{}", workers_.size()), extra, &logs_));
     }
   }
 
