@@ -108,19 +108,7 @@ int StatusFor(ErrorCode code) {
 // The statement of store::FinishTask, for pipelines.
 pg::Connection::Statement FinishStatement(const std::string& task_id, const std::string& app_id,
                                           const worker::Outcome& o) {
-  pg::Params f;
-  f.Add(task_id).Add(app_id).Add(std::string(TaskStateName(o.state)));
-  if (o.result.is_null()) {
-    f.AddNull();
-  } else {
-    f.Add(o.result.dump());
-  }
-  if (o.error.is_null()) {
-    f.AddNull();
-  } else {
-    f.Add(o.error.dump());
-  }
-  return {"SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)", std::move(f)};
+  return store::FinishStatement(task_id, app_id, o.state, o.result, o.error);
 }
 
 // An immediate, not deferred no-op on a fresh resource, owned by `app_id`

@@ -265,6 +265,13 @@ pg::Params OutcomeParams(const std::string& task_id, const std::string& app_id, 
 }
 }  // namespace
 
+pg::Connection::Statement FinishStatement(const std::string& task_id, const std::string& app_id,
+                                          TaskState state, const nlohmann::json& result,
+                                          const nlohmann::json& error) {
+  return {"SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)",
+          OutcomeParams(task_id, app_id, state, result, error)};
+}
+
 FinishAndClaimResult FinishAndClaim(pg::Connection& conn, const std::string& task_id,
                                     const std::string& app_id, TaskState state,
                                     const nlohmann::json& result, const nlohmann::json& error,
@@ -284,9 +291,8 @@ std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& tas
                                     const std::string& app_id, TaskState state,
                                     const nlohmann::json& result, const nlohmann::json& error,
                                     Deadline deadline) {
-  pg::Params p = OutcomeParams(task_id, app_id, state, result, error);
-  auto res = conn.Exec("SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)", p,
-                       deadline);
+  auto st = FinishStatement(task_id, app_id, state, result, error);
+  auto res = conn.Exec(st.sql, st.params, deadline);
   if (res.IsNull(0, 0)) return std::nullopt;
   return ParseTaskState(res.Get(0, 0));
 }

@@ -99,6 +99,11 @@ std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& tas
                                     const nlohmann::json& result, const nlohmann::json& error,
                                     Deadline deadline);
 
+// The statement FinishTask runs, for callers that pipeline it with others.
+pg::Connection::Statement FinishStatement(const std::string& task_id, const std::string& app_id,
+                                          TaskState state, const nlohmann::json& result,
+                                          const nlohmann::json& error);
+
 // FinishTask and Claim in one transaction (taskmill.finish_and_claim): the
 // busy worker's single round trip. The finished task's own release is left
 // for the next claim. Never puts the worker on the idle list.
