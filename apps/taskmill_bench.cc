@@ -145,12 +145,15 @@ void WaitForWorkers(pg::Connection& conn, int n, bool idle) {
 
 void WaitAllFinished(pg::Connection& conn) {
   Deadline deadline = DeadlineIn(std::chrono::minutes(10));
-  while (conn.Exec("SELECT count(*) FROM taskmill.task WHERE state IN ('waiting', 'running') "
-                   "AND NOT 'busy' = ANY (exclusive_resources)",
+  // EXISTS through the partial index of unfinished tasks stops at the first
+  // one: a count(*) over the whole table every few milliseconds took a
+  // quarter of a core from the workers being measured.
+  while (conn.Exec("SELECT EXISTS (SELECT 1 FROM taskmill.task WHERE state IN ('waiting', "
+                   "'running') AND NOT 'busy' = ANY (exclusive_resources))",
                    DeadlineIn(kTimeout))
-             .GetInt(0, 0) > 0) {
+             .GetBool(0, 0)) {
     if (Expired(deadline)) throw std::runtime_error("tasks did not finish");
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
 
