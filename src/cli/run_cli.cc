@@ -1,10 +1,12 @@
 #include "cli/run_cli.h"
 
+#include <cstdlib>
 #include <iostream>
 
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "pg/connection.h"
 #include "taskmill/main.h"
 
 namespace taskmill::cli {
@@ -21,6 +23,16 @@ int RunCli(int argc, char** argv, TaskRegistry& registry) {
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
+  app.add_flag_callback(
+         "--no-prepared-statements",
+         [] {
+           // The environment carries it to the processes `taskmill up` starts.
+           setenv("TASKMILL_PREPARED_STATEMENTS", "off", 1);
+           pg::SetPreparedStatements(false);
+         },
+         "Run every statement unnamed (for a transaction-pooling pgbouncer before 1.21; "
+         "default: $TASKMILL_PREPARED_STATEMENTS, else on)")
+      ->trigger_on_parse();
   app.fallthrough();
   AddCoreCommands(app, options);
   AddApiCommands(app, options);

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -255,10 +256,45 @@ int CheckParamCount(const Params& params) {
 
 }  // namespace
 
+namespace {
+
+// -1: not decided yet (read the environment on first use).
+std::atomic<int> prepared_default{-1};
+
+}  // namespace
+
+void SetPreparedStatements(bool on) { prepared_default = on ? 1 : 0; }
+
+bool PreparedStatements() {
+  int v = prepared_default.load();
+  if (v < 0) {
+    const char* env = std::getenv("TASKMILL_PREPARED_STATEMENTS");
+    std::string_view e = env ? env : "";
+    v = (e == "off" || e == "0" || e == "false" || e == "no") ? 0 : 1;
+    int expected = -1;
+    prepared_default.compare_exchange_strong(expected, v);
+    v = prepared_default.load();
+  }
+  return v == 1;
+}
+
+std::string PreparedStatementName(std::string_view sql, int nparams) {
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](unsigned char c) {
+    h ^= c;
+    h *= 1099511628211ull;
+  };
+  for (char c : std::to_string(nparams)) mix(static_cast<unsigned char>(c));
+  mix(0);
+  for (char c : sql) mix(static_cast<unsigned char>(c));
+  return fmt::format("tm_{:016x}", h);
+}
+
 Connection Connection::Open(const std::string& conninfo, Deadline deadline) {
   PGconn* conn = PQconnectStart(conninfo.c_str());
   if (conn == nullptr) throw ConnectionError("out of memory starting a database connection");
   Connection c(conn);  // owns it from here: PQfinish on every throw below
+  c.prepare_ = PreparedStatements();
   PQsetNoticeReceiver(conn, LogNotice, nullptr);
   if (PQstatus(conn) == CONNECTION_BAD) {
     throw ConnectionError(fmt::format("cannot connect to the database: {}", ConnMessage(conn)));
@@ -294,13 +330,20 @@ Connection Connection::Open(const std::string& conninfo, Deadline deadline) {
 
 Connection::Connection(Connection&& other) noexcept
     : conn_(std::exchange(other.conn_, nullptr)),
-      statements_sent_(std::exchange(other.statements_sent_, 0)) {}
+      statements_sent_(std::exchange(other.statements_sent_, 0)),
+      prepare_(other.prepare_),
+      prepared_(std::move(other.prepared_)) {
+  other.prepared_.clear();
+}
 
 Connection& Connection::operator=(Connection&& other) noexcept {
   if (this != &other) {
     Close();
     conn_ = std::exchange(other.conn_, nullptr);
     statements_sent_ = std::exchange(other.statements_sent_, 0);
+    prepare_ = other.prepare_;
+    prepared_ = std::move(other.prepared_);
+    other.prepared_.clear();
   }
   return *this;
 }
@@ -312,6 +355,7 @@ void Connection::Close() {
     PQfinish(conn_);
     conn_ = nullptr;
   }
+  prepared_.clear();
 }
 
 void Connection::AbandonAfterFork() { conn_ = nullptr; }
@@ -446,11 +490,74 @@ Result Connection::Collect(Deadline deadline) {
   return last;
 }
 
+const std::string* Connection::PreparedName(const std::string& sql, int nparams,
+                                            Deadline deadline) {
+  std::string key = std::to_string(nparams) + ":" + sql;
+  if (auto it = prepared_.find(key); it != prepared_.end()) return &it->second;
+  // An aborted transaction refuses to prepare anything, even the ROLLBACK
+  // that would end it.
+  PGTransactionStatusType ts = PQtransactionStatus(conn_);
+  if (prepared_.size() >= kMaxPreparedStatements || ts == PQTRANS_INERROR) return nullptr;
+  bool idle = ts == PQTRANS_IDLE;
+  std::string name = PreparedStatementName(sql, nparams);
+  if (PQsendPrepare(conn_, name.c_str(), sql.c_str(), nparams, nullptr) == 0) {
+    ThrowBroken(ConnMessage(conn_));
+  }
+  Flush(deadline);
+  try {
+    Collect(deadline);
+  } catch (const QueryError& e) {
+    // "Already exists" can only mean a session we share with other clients.
+    if (!GiveUpPreparing(e) || !idle) throw;
+    return nullptr;
+  }
+  return &prepared_.emplace(std::move(key), std::move(name)).first->second;
+}
+
+bool Connection::GiveUpPreparing(const Error& e) {
+  const std::string& st = e.sqlstate();
+  // 26000: our statement is not in this session; 42P05: a statement of that
+  // name already is; 0A000 "cached plan must not change result type": a
+  // migration changed a function under a long-lived statement. Each happens
+  // before anything ran.
+  bool give_up = st == "26000" || st == "42P05" ||
+                 (st == "0A000" && std::strstr(e.what(), "cached plan") != nullptr);
+  if (!give_up) return false;
+  prepare_ = false;
+  prepared_.clear();
+  static std::atomic<bool> warned{false};
+  if (!warned.exchange(true)) {
+    spdlog::warn(
+        "database: prepared statements do not hold on this connection ({}; a transaction-pooling "
+        "pgbouncer?): it runs unnamed statements from now on; --no-prepared-statements or "
+        "TASKMILL_PREPARED_STATEMENTS=off avoids the failed attempt",
+        e.what());
+  }
+  return true;
+}
+
 Result Connection::Exec(std::string_view sql, const Params& params, Deadline deadline) {
   if (!ok()) throw ConnectionError("not connected to the database");
   int n = CheckParamCount(params);
   std::string text(sql);
   auto values = params.Pointers();
+  if (prepare_) {
+    bool idle = PQtransactionStatus(conn_) == PQTRANS_IDLE;
+    if (const std::string* name = PreparedName(text, n, deadline); name != nullptr) {
+      if (PQsendQueryPrepared(conn_, name->c_str(), n, values.data(), nullptr, nullptr, 0) == 0) {
+        ThrowBroken(ConnMessage(conn_));
+      }
+      ++statements_sent_;
+      Flush(deadline);
+      try {
+        return Collect(deadline);
+      } catch (const QueryError& e) {
+        // Outside a transaction block the failed statement did nothing: run
+        // it again unnamed. Inside one, the caller's transaction is aborted.
+        if (!GiveUpPreparing(e) || !idle) throw;
+      }
+    }
+  }
   if (PQsendQueryParams(conn_, text.c_str(), n, nullptr, values.data(), nullptr, nullptr, 0) == 0) {
     ThrowBroken(ConnMessage(conn_));
   }
@@ -465,16 +572,24 @@ std::vector<Result> Connection::ExecPipeline(const std::vector<Statement>& state
   std::vector<Result> results;
   if (statements.empty()) return results;
   for (const auto& s : statements) CheckParamCount(s.params);
+  // Prepared before the pipeline starts: a failed prepare inside it would
+  // abort statements that have nothing to do with it.
+  std::vector<const std::string*> names(statements.size(), nullptr);
+  for (size_t i = 0; i < statements.size() && prepare_; ++i) {
+    names[i] = PreparedName(statements[i].sql, statements[i].params.size(), deadline);
+  }
+  if (!prepare_) std::fill(names.begin(), names.end(), nullptr);
   if (PQenterPipelineMode(conn_) == 0) ThrowBroken(ConnMessage(conn_));
   // A sync after each statement: each is its own implicit transaction, and
   // an error aborts only its own statement.
-  for (const auto& s : statements) {
+  for (size_t i = 0; i < statements.size(); ++i) {
+    const auto& s = statements[i];
     auto values = s.params.Pointers();
-    if (PQsendQueryParams(conn_, s.sql.c_str(), s.params.size(), nullptr, values.data(), nullptr,
-                          nullptr, 0) == 0 ||
-        PQpipelineSync(conn_) == 0) {
-      ThrowBroken(ConnMessage(conn_));
-    }
+    int sent = names[i] != nullptr ? PQsendQueryPrepared(conn_, names[i]->c_str(), s.params.size(),
+                                                         values.data(), nullptr, nullptr, 0)
+                                   : PQsendQueryParams(conn_, s.sql.c_str(), s.params.size(),
+                                                       nullptr, values.data(), nullptr, nullptr, 0);
+    if (sent == 0 || PQpipelineSync(conn_) == 0) ThrowBroken(ConnMessage(conn_));
     ++statements_sent_;
   }
   Flush(deadline);
@@ -509,7 +624,16 @@ std::vector<Result> Connection::ExecPipeline(const std::vector<Statement>& state
     }
   }
   if (PQexitPipelineMode(conn_) == 0) ThrowBroken(ConnMessage(conn_));
-  if (first_error.raw() != nullptr) ThrowFor(first_error.raw());
+  if (first_error.raw() != nullptr) {
+    try {
+      ThrowFor(first_error.raw());
+    } catch (const QueryError& e) {
+      // The other statements ran: nothing can be run again here, but the
+      // next call runs unnamed.
+      GiveUpPreparing(e);
+      throw;
+    }
+  }
   return results;
 }
 

@@ -6,9 +6,18 @@
 // until the deadline, after which the query is cancelled on the server and
 // TimeoutError is thrown. Failures are exceptions from src/pg/errors.h.
 //
-// Queries use the extended protocol with unnamed statements only
-// (PQsendQueryParams), so a connection may sit behind a transaction-pooling
-// pgbouncer: nothing here keeps session state, except Listen(), which is used
+// Queries use the extended protocol. By default each distinct statement text
+// is prepared once per connection as a named statement (named after a hash of
+// its text and parameter count, so one name always means one text) and then
+// only bound and executed: parse analysis and planning of taskmill's
+// statements cost more server time than running them. Correctness never
+// depends on those statements: behind a transaction-pooling pgbouncer (before
+// 1.21) a name prepared on one server connection is missing on another, and
+// the connection then falls back to unnamed statements by itself (once a
+// statement outside a transaction fails with "prepared statement does not
+// exist" or "already exists", it is run again unnamed). To never prepare, set
+// SetPreparedStatements(false) (the CLI's --no-prepared-statements,
+// TASKMILL_PREPARED_STATEMENTS=off). Listen() is the only session state, used
 // only on a dedicated listener connection.
 //
 // Not thread-safe: one thread uses a connection at a time.
@@ -20,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -144,8 +154,12 @@ class Connection {
   // The server's process id for this session, or 0.
   int backend_pid() const;
   // Statements sent on this connection since it was opened (pipeline
-  // statements count one each). Used by benchmarks.
+  // statements count one each; preparing one does not count). Used by
+  // benchmarks.
   uint64_t statements_sent() const { return statements_sent_; }
+  // Whether statements are prepared on this connection: the process-wide
+  // default when it was opened, off after a fallback (see the top).
+  bool prepares_statements() const { return prepare_; }
   // Closes the connection now (also done by the destructor).
   void Close();
   // For a forked child: forget the PGconn without closing it, so the
@@ -169,9 +183,31 @@ class Connection {
   // Throws the exception for a failed result (owned by the caller).
   [[noreturn]] void ThrowFor(const PGresult* res);
 
+  // The name of the prepared statement for `sql`, preparing it first if
+  // this connection has not; nullptr when it should run unnamed (preparing
+  // is off, or the cache is full).
+  const std::string* PreparedName(const std::string& sql, int nparams, Deadline deadline);
+  // True if `e`, raised by a prepared statement, means the server session
+  // does not hold our statements (a pooler): preparing is turned off here.
+  bool GiveUpPreparing(const Error& e);
+
   PGconn* conn_ = nullptr;
   uint64_t statements_sent_ = 0;
+  bool prepare_ = true;
+  // Names prepared on this session, by statement text.
+  std::unordered_map<std::string, std::string> prepared_;
 };
+
+// The process-wide default for new connections (initially on, or off if the
+// environment has TASKMILL_PREPARED_STATEMENTS=off|0|false).
+void SetPreparedStatements(bool on);
+bool PreparedStatements();
+// The name a statement is prepared under: "tm_" and a 64-bit FNV-1a hash of
+// its parameter count and text. Exposed for tests.
+std::string PreparedStatementName(std::string_view sql, int nparams);
+// At most this many statements are prepared per connection; more distinct
+// texts (dynamic list queries) run unnamed.
+inline constexpr size_t kMaxPreparedStatements = 200;
 
 // Quotes an identifier for SQL ("a""b").
 std::string QuoteIdentifier(std::string_view ident);

@@ -29,6 +29,89 @@ int64_t Scalar(Connection& c, const std::string& sql) {
   return c.Exec(sql, DeadlineIn(kTimeout)).GetInt(0, 0);
 }
 
+int64_t PreparedCount(Connection& c, const std::string& sql, int nparams) {
+  // Unnamed on purpose: counting must not add a statement of its own.
+  return c
+      .Exec("SELECT count(*) FROM pg_prepared_statements WHERE name = $1",
+            Params().Add(PreparedStatementName(sql, nparams)), DeadlineIn(kTimeout))
+      .GetInt(0, 0);
+}
+
+TEST(PreparedStatementTest, StatementsArePreparedOnceAndReused) {
+  ASSERT_TRUE(PreparedStatements());
+  auto c = Open();
+  ASSERT_TRUE(c.prepares_statements());
+  const std::string sql = "SELECT $1::int + 1";
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c.Exec(sql, Params().Add(i), DeadlineIn(kTimeout)).GetInt(0, 0), i + 1);
+  }
+  EXPECT_EQ(PreparedCount(c, sql, 1), 1);
+  // In a pipeline too.
+  std::vector<Connection::Statement> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back({sql, Params().Add(10 * i)});
+  auto results = c.ExecPipeline(batch, DeadlineIn(kTimeout));
+  ASSERT_EQ(results.size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(results[i].GetInt(0, 0), 10 * i + 1);
+  EXPECT_TRUE(c.prepares_statements());
+}
+
+TEST(PreparedStatementTest, AStatementMissingFromTheSessionRunsAgainUnnamed) {
+  // What a transaction-pooling pgbouncer does to us: the session we land on
+  // does not hold what we prepared.
+  auto c = Open();
+  c.ExecScript("CREATE TABLE counter (n int)", DeadlineIn(kTimeout));
+  const std::string insert = "INSERT INTO counter VALUES ($1) RETURNING n";
+  EXPECT_EQ(c.Exec(insert, Params().Add(1), DeadlineIn(kTimeout)).GetInt(0, 0), 1);
+  c.ExecScript("DEALLOCATE ALL", DeadlineIn(kTimeout));
+  EXPECT_EQ(c.Exec(insert, Params().Add(2), DeadlineIn(kTimeout)).GetInt(0, 0), 2);
+  EXPECT_FALSE(c.prepares_statements());
+  // Ran exactly once each.
+  EXPECT_EQ(Scalar(c, "SELECT count(*) FROM counter"), 2);
+  EXPECT_EQ(c.Exec(insert, Params().Add(3), DeadlineIn(kTimeout)).GetInt(0, 0), 3);
+  EXPECT_EQ(PreparedCount(c, insert, 1), 0);
+}
+
+TEST(PreparedStatementTest, ANameAlreadyTakenInTheSessionFallsBack) {
+  auto c = Open();
+  const std::string sql = "SELECT $1::int * 2";
+  c.ExecScript(fmt::format("PREPARE {}(int) AS SELECT $1 * 3", PreparedStatementName(sql, 1)),
+               DeadlineIn(kTimeout));
+  // Ours is refused (42P05); the unnamed statement gives our answer, not the
+  // squatter's.
+  EXPECT_EQ(c.Exec(sql, Params().Add(5), DeadlineIn(kTimeout)).GetInt(0, 0), 10);
+  EXPECT_FALSE(c.prepares_statements());
+}
+
+TEST(PreparedStatementTest, InsideATransactionTheFailureIsTheCallers) {
+  auto c = Open();
+  const std::string sql = "SELECT $1::int";
+  EXPECT_EQ(c.Exec(sql, Params().Add(1), DeadlineIn(kTimeout)).GetInt(0, 0), 1);
+  c.Exec("BEGIN", DeadlineIn(kTimeout));
+  c.ExecScript("DEALLOCATE ALL", DeadlineIn(kTimeout));
+  // Not run again: the transaction is the caller's and is now aborted.
+  EXPECT_THROW(c.Exec(sql, Params().Add(2), DeadlineIn(kTimeout)), QueryError);
+  // An aborted transaction can still be ended (no prepare is tried in it).
+  c.Exec("ROLLBACK", DeadlineIn(kTimeout));
+  EXPECT_EQ(c.Exec(sql, Params().Add(3), DeadlineIn(kTimeout)).GetInt(0, 0), 3);
+}
+
+TEST(PreparedStatementTest, TurnedOffNothingIsPrepared) {
+  SetPreparedStatements(false);
+  auto c = Open();
+  SetPreparedStatements(true);
+  EXPECT_FALSE(c.prepares_statements());
+  const std::string sql = "SELECT $1::int - 1";
+  EXPECT_EQ(c.Exec(sql, Params().Add(5), DeadlineIn(kTimeout)).GetInt(0, 0), 4);
+  EXPECT_EQ(Scalar(c, "SELECT count(*) FROM pg_prepared_statements"), 0);
+}
+
+TEST(PreparedStatementTest, NamesDependOnTextAndParameterCount) {
+  EXPECT_EQ(PreparedStatementName("SELECT 1", 0), PreparedStatementName("SELECT 1", 0));
+  EXPECT_NE(PreparedStatementName("SELECT 1", 0), PreparedStatementName("SELECT 2", 0));
+  EXPECT_NE(PreparedStatementName("SELECT 1", 0), PreparedStatementName("SELECT 1", 1));
+  EXPECT_EQ(PreparedStatementName("SELECT 1", 0).rfind("tm_", 0), 0u);
+}
+
 TEST(ConnectionTest, ParamsOfEveryTypeAndNulls) {
   auto c = Open();
   std::string owned = "owned";

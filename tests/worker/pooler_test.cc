@@ -85,13 +85,17 @@ class PoolerTest : public ::testing::Test {
 
 TEST_F(PoolerTest, WorkersAndDispatchersThroughATransactionPooler) {
   // Three workers and a dispatcher share 3 server connections. LISTEN goes
-  // straight to PostgreSQL for one worker; the others poll.
+  // straight to PostgreSQL for one worker; the others poll. The first is
+  // told not to prepare statements; the others and the dispatcher find out
+  // that prepared statements do not hold here and fall back on their own.
   std::vector<std::vector<std::string>> extra = {{"--listen-url", direct_},
                                                  {"--no-listen", "--poll-interval", "0.2"},
                                                  {"--no-listen", "--poll-interval", "0.2"}};
   for (size_t i = 0; i < extra.size(); ++i) {
-    std::vector<std::string> args = {"--database-url", pooled_, "worker", "--name",
-                                     fmt::format("pooled-{}", i)};
+    std::vector<std::string> args = {"--database-url", pooled_};
+    if (i == 0) args.push_back("--no-prepared-statements");
+    for (const char* a : {"worker", "--name"}) args.push_back(a);
+    args.push_back(fmt::format("pooled-{}", i));
     args.insert(args.end(), extra[i].begin(), extra[i].end());
     std::string log;
     workers_.push_back(testing::StartTaskmill(args, &log));
