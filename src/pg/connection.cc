@@ -576,7 +576,14 @@ std::vector<Result> Connection::ExecPipeline(const std::vector<Statement>& state
   // abort statements that have nothing to do with it.
   std::vector<const std::string*> names(statements.size(), nullptr);
   for (size_t i = 0; i < statements.size() && prepare_; ++i) {
-    names[i] = PreparedName(statements[i].sql, statements[i].params.size(), deadline);
+    try {
+      names[i] = PreparedName(statements[i].sql, statements[i].params.size(), deadline);
+    } catch (const QueryError&) {
+      // A statement the server cannot prepare (a syntax error, an unknown
+      // function) goes unnamed: the pipeline reports its error in its place
+      // and runs the others, as it always did.
+      if (PQtransactionStatus(conn_) != PQTRANS_IDLE) throw;
+    }
   }
   if (!prepare_) std::fill(names.begin(), names.end(), nullptr);
   if (PQenterPipelineMode(conn_) == 0) ThrowBroken(ConnMessage(conn_));

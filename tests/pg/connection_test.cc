@@ -365,6 +365,18 @@ TEST(ConnectionTest, PipelineRunsEachStatementInItsOwnTransaction) {
   EXPECT_TRUE(c.ok());
   EXPECT_EQ(PQpipelineStatus(c.raw()), PQ_PIPELINE_OFF);
   EXPECT_EQ(Scalar(c, "SELECT count(*) FROM t"), 4);
+  // So does a statement that cannot even be prepared.
+  try {
+    c.ExecPipeline({{"INSERT INTO t VALUES (5)", {}},
+                    {"SELECT no_such_function()", {}},
+                    {"INSERT INTO t VALUES (6)", {}}},
+                   DeadlineIn(kTimeout));
+    FAIL();
+  } catch (const QueryError& e) {
+    EXPECT_EQ(e.sqlstate(), "42883");
+  }
+  EXPECT_EQ(Scalar(c, "SELECT count(*) FROM t"), 6);
+  EXPECT_TRUE(c.prepares_statements());
   EXPECT_TRUE(c.ExecPipeline({}, DeadlineIn(kTimeout)).empty());
 }
 
