@@ -1,11 +1,13 @@
 #include "api/server.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <iostream>
@@ -1346,9 +1348,22 @@ int Server::Run() {
     }
   });
 
+  // httplib 0.11 listens with a backlog of 5: with the cores busy, a burst
+  // of more simultaneous connects than that (ten ingestion clients at once)
+  // had handshakes dropped and retried a second later. The last socket the
+  // options callback sees is the one that was bound; listen() again on it
+  // only raises the backlog.
+  int listen_fd = -1;
+  http_.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
   if (!http_.bind_to_port(host, port)) {
     std::cerr << "taskmill api: cannot listen on " << options_.listen << "\n";
     return 2;
+  }
+  if (listen_fd < 0 || ::listen(listen_fd, SOMAXCONN) != 0) {
+    spdlog::warn("API: could not raise the listen backlog ({})", std::strerror(errno));
   }
   spdlog::info("API {} listening on http://{} ({} threads, app {}){}", options_.name,
                options_.listen, threads, app_id_,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -124,6 +125,43 @@ class ApiTest : public ::testing::Test {
   std::unique_ptr<httplib::Client> client_;
   httplib::Headers headers_;
 };
+
+TEST_F(ApiTest, ABurstOfConnectsWaitsInTheListenQueue) {
+  // With the server stopped, connections complete only while the kernel can
+  // queue them for accept(): httplib's own backlog of 5 let through 6, and
+  // the rest of a burst waited for a SYN retry a second later.
+  StartApi();
+  ASSERT_EQ(kill(api_.pid(), SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{api_.pid()};
+  constexpr int kBurst = 24;
+  std::vector<int> fds;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port_));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int i = 0; i < kBurst; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+    connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  }
+  std::this_thread::sleep_for(500ms);
+  int connected = 0;
+  for (int fd : fds) {
+    pollfd p{fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (poll(&p, 1, 0) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0 &&
+        (p.revents & POLLOUT)) {
+      ++connected;
+    }
+  }
+  for (int fd : fds) close(fd);
+  EXPECT_EQ(connected, kBurst);
+}
 
 TEST_F(ApiTest, DispatchOverHttpAndRead) {
   StartApi();
