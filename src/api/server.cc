@@ -1362,6 +1362,8 @@ int Server::Run() {
     std::cerr << "taskmill api: cannot listen on " << options_.listen << "\n";
     return 2;
   }
+  // The callback refers to this frame's listen_fd: not kept past here.
+  http_.set_socket_options(httplib::default_socket_options);
   if (listen_fd < 0 || ::listen(listen_fd, SOMAXCONN) != 0) {
     spdlog::warn("API: could not raise the listen backlog ({})", std::strerror(errno));
   }

@@ -492,8 +492,11 @@ Result Connection::Collect(Deadline deadline) {
 
 const std::string* Connection::PreparedName(const std::string& sql, int nparams,
                                             Deadline deadline) {
-  std::string key = std::to_string(nparams) + ":" + sql;
-  if (auto it = prepared_.find(key); it != prepared_.end()) return &it->second;
+  // Looked up by the caller's own string: nothing is copied on this path
+  // but the first time.
+  if (auto it = prepared_.find(sql); it != prepared_.end()) {
+    return it->second.nparams == nparams ? &it->second.name : nullptr;
+  }
   // An aborted transaction refuses to prepare anything, even the ROLLBACK
   // that would end it.
   PGTransactionStatusType ts = PQtransactionStatus(conn_);
@@ -511,7 +514,7 @@ const std::string* Connection::PreparedName(const std::string& sql, int nparams,
     if (!GiveUpPreparing(e) || !idle) throw;
     return nullptr;
   }
-  return &prepared_.emplace(std::move(key), std::move(name)).first->second;
+  return &prepared_.emplace(sql, Prepared{nparams, std::move(name)}).first->second.name;
 }
 
 bool Connection::GiveUpPreparing(const Error& e) {

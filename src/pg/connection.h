@@ -185,7 +185,8 @@ class Connection {
 
   // The name of the prepared statement for `sql`, preparing it first if
   // this connection has not; nullptr when it should run unnamed (preparing
-  // is off, or the cache is full).
+  // is off, the cache is full, or the text was prepared with another
+  // parameter count: unnamed, the server reports that mistake as before).
   const std::string* PreparedName(const std::string& sql, int nparams, Deadline deadline);
   // True if `e`, raised by a prepared statement, means the server session
   // does not hold our statements (a pooler): preparing is turned off here.
@@ -194,8 +195,12 @@ class Connection {
   PGconn* conn_ = nullptr;
   uint64_t statements_sent_ = 0;
   bool prepare_ = true;
-  // Names prepared on this session, by statement text.
-  std::unordered_map<std::string, std::string> prepared_;
+  // Statements prepared on this session, by text.
+  struct Prepared {
+    int nparams;
+    std::string name;
+  };
+  std::unordered_map<std::string, Prepared> prepared_;
 };
 
 // The process-wide default for new connections (initially on, or off if the
