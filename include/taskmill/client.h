@@ -4,8 +4,9 @@
 // A Client owns one database connection and is used by one thread at a time
 // (make one per thread). It reconnects on the next call after the connection
 // broke. Expected failures (bad input, unknown ids, finished tasks) are
-// Result errors; database failures are thrown as taskmill::pg::Error, whose
-// retryable() says whether trying again may help (src/pg/errors.h).
+// Result errors; database failures are thrown as taskmill::DatabaseError (or
+// its subclasses ConnectionError, TimeoutError), whose retryable() says
+// whether trying again may help (taskmill/errors.h).
 #pragma once
 
 #include <memory>
@@ -14,6 +15,7 @@
 
 #include "taskmill/deadline.h"
 #include "taskmill/dispatch.h"
+#include "taskmill/errors.h"
 #include "taskmill/result.h"
 #include "taskmill/task.h"
 
@@ -22,7 +24,7 @@ namespace taskmill {
 class Client {
  public:
   // `database_url`: a postgresql:// URL or a libpq conninfo string. Connects
-  // at once; throws pg::ConnectionError if the server cannot be reached by
+  // at once; throws ConnectionError if the server cannot be reached by
   // the deadline. Fails with kSchemaMismatch if the schema is not this
   // program's (run `taskmill migrate`).
   static Result<Client> Connect(const std::string& database_url, Deadline deadline);

@@ -5,7 +5,7 @@
 //     task, a resource that is busy -- are values: Result<T> holding an Error
 //     with a stable ErrorCode and a human-readable message.
 //   * Unexpected failures of the database or the operating system are
-//     exceptions: taskmill::pg::Error and its subclasses (src/pg/errors.h),
+//     exceptions: taskmill::Exception and its subclasses (taskmill/errors.h),
 //     each saying whether retrying the operation may succeed.
 // g++ 12 has no std::expected, hence this small type.
 #pragma once

@@ -146,16 +146,16 @@ TEST(ConnectionTest, ParamsOfEveryTypeAndNulls) {
   EXPECT_EQ(r.GetDouble(0, 9), -0.1);  // 17 significant digits: exact
   EXPECT_EQ(r.GetOptional(0, 10), "some");
   EXPECT_EQ(r.GetInt(0, 11), std::numeric_limits<int64_t>::min());
-  // Misuse is a non-retryable QueryError, not a crash.
-  EXPECT_THROW(r.Get(0, 12), QueryError);
-  EXPECT_THROW(r.Get(1, 0), QueryError);
-  EXPECT_THROW(r.Column("nope"), QueryError);
-  EXPECT_THROW(r.GetInt(0, 0), QueryError);
-  EXPECT_THROW(r.GetBool(0, 0), QueryError);
-  EXPECT_THROW(r.GetDouble(0, 0), QueryError);
+  // Misuse is a non-retryable DriverError, not a crash.
+  EXPECT_THROW(r.Get(0, 12), DriverError);
+  EXPECT_THROW(r.Get(1, 0), DriverError);
+  EXPECT_THROW(r.Column("nope"), DriverError);
+  EXPECT_THROW(r.GetInt(0, 0), DriverError);
+  EXPECT_THROW(r.GetBool(0, 0), DriverError);
+  EXPECT_THROW(r.GetDouble(0, 0), DriverError);
   try {
     r.GetInt(0, 0);
-  } catch (const QueryError& e) {
+  } catch (const DriverError& e) {
     EXPECT_FALSE(e.retryable());
   }
 }
@@ -198,8 +198,8 @@ TEST(ConnectionTest, TextArraysRoundTrip) {
   ASSERT_EQ(each.rows(), static_cast<int>(values.size()));
   for (int i = 0; i < each.rows(); ++i) EXPECT_EQ(each.GetString(i, 0), values[i]);
   auto bad = c.Exec("SELECT 'abc', ARRAY[ARRAY['a'], ARRAY['b']]", DeadlineIn(kTimeout));
-  EXPECT_THROW(bad.GetTextArray(0, 0), QueryError);
-  EXPECT_THROW(bad.GetTextArray(0, 1), QueryError);
+  EXPECT_THROW(bad.GetTextArray(0, 0), DriverError);
+  EXPECT_THROW(bad.GetTextArray(0, 1), DriverError);
 }
 
 TEST(ConnectionTest, ErrorsAreTypedWithRetryableSplit) {
