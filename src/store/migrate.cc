@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "pg/transaction.h"
+#include "store/locks.h"
 #include "store/migrations_data.h"
 
 namespace taskmill::store {
@@ -10,8 +12,9 @@ namespace taskmill::store {
 namespace {
 
 // Serialises concurrent migrators (two workers starting at once); transaction
-// scoped, so it is safe behind a transaction pooler.
-constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(1953720684, 0)";
+// scoped, so it is safe behind a transaction pooler. A class of its own: a
+// resource lock (whatever its hash) never holds up a migration.
+constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock($1::integer, 0)";
 
 constexpr const char* kBootstrap =
     "CREATE SCHEMA IF NOT EXISTS taskmill;"
@@ -38,40 +41,30 @@ int SchemaVersion(pg::Connection& conn, Deadline deadline) {
 Result<int> Migrate(pg::Connection& conn, Deadline deadline) {
   int applied = 0;
   for (const auto& m : EmbeddedMigrations()) {
-    conn.Exec("BEGIN", deadline);
-    try {
-      conn.Exec(kMigrationLock, deadline);
-      conn.ExecScript(kBootstrap, deadline);
-      int current = static_cast<int>(
-          conn.Exec("SELECT coalesce(max(version), 0)::integer FROM taskmill.schema_migrations",
-                    deadline)
-              .GetInt(0, 0));
-      if (current > LatestSchemaVersion()) {
-        conn.Exec("ROLLBACK", deadline);
-        return MakeError(ErrorCode::kSchemaMismatch,
-                         fmt::format("the database has taskmill schema version {}, newer than this "
-                                     "program's {}; upgrade taskmill before using this database",
-                                     current, LatestSchemaVersion()));
-      }
-      if (current >= m.version) {
-        conn.Exec("COMMIT", deadline);
-        continue;
-      }
-      conn.ExecScript(m.sql, deadline);
-      conn.Exec("INSERT INTO taskmill.schema_migrations (version, name) VALUES ($1, $2)",
-                pg::Params().Add(m.version).Add(std::string(m.name)), deadline);
-      conn.Exec("COMMIT", deadline);
-      spdlog::info("applied migration {} ({})", m.version, m.name);
-      ++applied;
-    } catch (...) {
-      if (conn.ok()) {
-        try {
-          conn.Exec("ROLLBACK", deadline);
-        } catch (...) {
-        }
-      }
-      throw;
+    // Rolled back on every way out but the commits below.
+    pg::Transaction tx(conn, deadline);
+    conn.Exec(kMigrationLock, pg::Params().Add(kMigrationLockClass), deadline);
+    conn.ExecScript(kBootstrap, deadline);
+    int current = static_cast<int>(
+        conn.Exec("SELECT coalesce(max(version), 0)::integer FROM taskmill.schema_migrations",
+                  deadline)
+            .GetInt(0, 0));
+    if (current > LatestSchemaVersion()) {
+      return MakeError(ErrorCode::kSchemaMismatch,
+                       fmt::format("the database has taskmill schema version {}, newer than this "
+                                   "program's {}; upgrade taskmill before using this database",
+                                   current, LatestSchemaVersion()));
     }
+    if (current >= m.version) {
+      tx.Commit(deadline);
+      continue;
+    }
+    conn.ExecScript(m.sql, deadline);
+    conn.Exec("INSERT INTO taskmill.schema_migrations (version, name) VALUES ($1, $2)",
+              pg::Params().Add(m.version).Add(std::string(m.name)), deadline);
+    tx.Commit(deadline);
+    spdlog::info("applied migration {} ({})", m.version, m.name);
+    ++applied;
   }
   return applied;
 }

@@ -4,32 +4,114 @@
 
 namespace taskmill::store {
 
-const char* const kTaskColumns =
-    "id, seq, name, args, kwargs, exclusive_resources, shared_resources, state, created_text, "
-    "unblocked_text, started_text, finished_text, app_lock, worker_name, result, error, "
-    "progress_reports, immediate, deferred, parent_task, task_group, logging_cid";
+// Every timestamp leaves the store in one format, the one task.h promises
+// (ISO 8601 UTC with microseconds); taskmill.task_view renders it the same.
+#define TM_ISO_TEXT(column) \
+  "to_char(" column " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+#define TM_TASK_COLUMNS                                                                       \
+  "id, seq, name, args, kwargs, exclusive_resources, shared_resources, state, created_text, " \
+  "unblocked_text, started_text, finished_text, app_lock, worker_name, result, error, "       \
+  "progress_reports, immediate, deferred, parent_task, task_group, logging_cid"
+
+const char* const kTaskColumns = TM_TASK_COLUMNS;
 
 namespace {
 
-nlohmann::json ParseJsonColumn(const pg::Result& res, int row, int col) {
-  if (col < 0 || res.IsNull(row, col)) return nullptr;
-  return nlohmann::json::parse(res.Get(row, col));
+// Every statement the store runs, declared once with its name (the name
+// shows in pg_prepared_statements and pg_stat_statements).
+
+constexpr pg::Query kDispatchTask{
+    "dispatch_task",
+    "SELECT id, state, ready FROM taskmill.dispatch_task($1, $2::jsonb, $3::jsonb, "
+    "$4::text[], $5::text[], $6::boolean, $7::boolean, $8::uuid, $9::uuid, $10, $11::uuid)"};
+constexpr pg::Query kCancel{"cancel", "SELECT taskmill.cancel($1::uuid)"};
+constexpr pg::Query kCancelGroup{"cancel_group", "SELECT taskmill.cancel_group($1::uuid)"};
+constexpr pg::Query kCreateTaskGroup{
+    "create_task_group", "INSERT INTO taskmill.task_group (description) VALUES ($1) RETURNING id"};
+constexpr pg::Query kGetTask{
+    "get_task", "SELECT " TM_TASK_COLUMNS " FROM taskmill.task_view WHERE id = $1::uuid"};
+constexpr pg::Query kListTasks{
+    "list_tasks", "SELECT " TM_TASK_COLUMNS
+                  " FROM taskmill.task_view "
+                  "WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[])) "
+                  "AND ($2::text IS NULL OR name = $2) "
+                  "AND ($3::uuid IS NULL OR task_group = $3::uuid) "
+                  "ORDER BY created_at DESC, seq DESC "
+                  "LIMIT CASE WHEN $4::bigint < 0 THEN NULL ELSE $4::bigint END OFFSET $5"};
+constexpr pg::Query kListApps{
+    "list_apps",
+    "SELECT id, app_type, name, hostname, pid, version, started_text, heartbeat_text, "
+    "extract(epoch FROM ttl)::float8 AS ttl_seconds, online, current_task "
+    "FROM taskmill.app_view WHERE ($1::text IS NULL OR app_type = $1) ORDER BY started_at, name"};
+constexpr pg::Query kRegisterApp{
+    "register_app",
+    "SELECT id, channel FROM taskmill.register_app($1, $2, $3, $4::integer, $5, $6::float8, "
+    "$7::text[])"};
+constexpr pg::Query kHeartbeat{"heartbeat", "SELECT taskmill.heartbeat($1::uuid)"};
+constexpr pg::Query kDeregisterApp{"deregister_app", "SELECT taskmill.deregister_app($1::uuid)"};
+constexpr pg::Query kRegisterFunctions{
+    "register_functions",
+    "INSERT INTO taskmill.task_function (name) SELECT DISTINCT unnest($1::text[]) "
+    "ON CONFLICT (name) DO UPDATE SET last_seen = clock_timestamp()"};
+constexpr pg::Query kReportProgress{
+    "report_progress", "SELECT taskmill.report_progress($1::uuid, $2::uuid, $3::jsonb)"};
+constexpr pg::Query kTaskStateOf{"task_state_of",
+                                 "SELECT state FROM taskmill.task WHERE id = $1::uuid"};
+constexpr pg::Query kProcessReleases{"process_releases", "SELECT taskmill.process_releases()"};
+constexpr pg::Query kRequeueLost{"requeue_lost",
+                                 "SELECT taskmill.requeue_lost($1::uuid, $2::uuid)"};
+constexpr pg::Query kUnblockAll{"unblock_all", "SELECT taskmill.unblock_all()"};
+constexpr pg::Query kTryLease{"try_lease", "SELECT taskmill.try_lease($1, $2::uuid, $3::float8)"};
+constexpr pg::Query kDeleteMissingApps{
+    "delete_missing_apps", "SELECT id, name, app_type FROM taskmill.delete_missing_apps()"};
+constexpr pg::Query kOrphanedTasks{"orphaned_tasks",
+                                   "SELECT id, state FROM taskmill.orphaned_tasks($1::integer)"};
+constexpr pg::Query kFinalizeOrphan{"finalize_orphan", "SELECT taskmill.finalize_orphan($1::uuid)"};
+
+// The columns of kTaskColumns from a taskmill.task row (what taskmill.claim
+// returns).
+constexpr pg::Query kClaim{"claim",
+    "SELECT id, seq, name, args, kwargs, exclusive_resources, shared_resources, state, "
+    TM_ISO_TEXT("created_at") " AS created_text, "
+    TM_ISO_TEXT("unblocked_at") " AS unblocked_text, "
+    TM_ISO_TEXT("started_at") " AS started_text, "
+    TM_ISO_TEXT("finished_at") " AS finished_text, "
+    "app_lock, worker_name, result, error, progress_reports, immediate, deferred, parent_task, "
+    "task_group, logging_cid FROM taskmill.claim($1::uuid, $2::boolean)"};
+
+// The outcome, then those of the claimed task's columns that
+// taskmill.finish_and_claim returns (all NULL if none was claimed).
+constexpr pg::Query kFinishAndClaim{"finish_and_claim",
+    "SELECT finished_state, id, seq, name, args, kwargs, exclusive_resources, shared_resources, "
+    "state, immediate, deferred, logging_cid, task_group, parent_task, "
+    TM_ISO_TEXT("created_at") " AS created_text, "
+    TM_ISO_TEXT("unblocked_at") " AS unblocked_text, "
+    TM_ISO_TEXT("started_at") " AS started_text "
+    "FROM taskmill.finish_and_claim($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)"};
+
+constexpr pg::Query kFinish{"finish",
+                            "SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)"};
+
+#undef TM_ISO_TEXT
+#undef TM_TASK_COLUMNS
+
+nlohmann::json ParseJsonColumn(const pg::ResultSet& res, int row, std::optional<int> col) {
+  if (!col || res.IsNull(row, *col)) return nullptr;
+  return nlohmann::json::parse(res.Get(row, *col));
 }
 
-std::optional<std::string> OptionalColumn(const pg::Result& res, int row, const char* name) {
-  int col = PQfnumber(res.raw(), name);
-  if (col < 0) return std::nullopt;
-  return res.GetOptional(row, col);
+// A column some statements do not select (finish_and_claim has no app_lock,
+// no result...): nullopt when absent or NULL.
+std::optional<std::string> OptionalColumn(const pg::ResultSet& res, int row, const char* name) {
+  auto col = res.FindColumn(name);
+  if (!col) return std::nullopt;
+  return res.GetOptional(row, *col);
 }
 
-// A timestamp column: the *_text rendering of the view if selected, else the
-// raw column.
-std::optional<std::string> TimeColumn(const pg::Result& res, int row, const char* text_name,
-                                      const char* raw_name) {
-  int col = PQfnumber(res.raw(), text_name);
-  if (col < 0) col = PQfnumber(res.raw(), raw_name);
-  if (col < 0) return std::nullopt;
-  return res.GetOptional(row, col);
+std::optional<TaskState> OptionalState(const pg::ResultSet& res, int row, int col) {
+  if (res.IsNull(row, col)) return std::nullopt;
+  return TaskStateFromDb(res.Get(row, col));
 }
 
 template <typename T>
@@ -39,6 +121,14 @@ Result<T> MapOrRethrow(const pg::Error& e) {
 }
 
 }  // namespace
+
+TaskState TaskStateFromDb(std::string_view name) {
+  if (auto state = ParseTaskState(name)) return *state;
+  throw DriverError(fmt::format(
+      "the database has a task in state \"{}\", which this program does not know (a schema newer "
+      "than the program?)",
+      name));
+}
 
 std::optional<Error> MapSqlError(const pg::Error& e) {
   const std::string& s = e.sqlstate();
@@ -53,48 +143,47 @@ std::optional<Error> MapSqlError(const pg::Error& e) {
   return std::nullopt;
 }
 
-Task TaskFromRow(const pg::Result& res, int row) {
+Task TaskFromRow(const pg::ResultSet& res, int row) {
   Task t;
-  t.id = res.GetString(row, res.Column("id"));
-  t.seq = res.GetInt(row, res.Column("seq"));
-  t.name = res.GetString(row, res.Column("name"));
+  t.id = res.GetString(row, "id");
+  t.seq = res.GetInt(row, "seq");
+  t.name = res.GetString(row, "name");
   t.args = ParseJsonColumn(res, row, res.Column("args"));
   t.kwargs = ParseJsonColumn(res, row, res.Column("kwargs"));
-  t.exclusive_resources = res.GetTextArray(row, res.Column("exclusive_resources"));
-  t.shared_resources = res.GetTextArray(row, res.Column("shared_resources"));
-  auto state = ParseTaskState(res.Get(row, res.Column("state")));
-  t.state = state.value_or(TaskState::kFailed);
-  t.created_at = TimeColumn(res, row, "created_text", "created_at").value_or("");
-  t.unblocked_at = TimeColumn(res, row, "unblocked_text", "unblocked_at");
-  t.started_at = TimeColumn(res, row, "started_text", "started_at");
-  t.finished_at = TimeColumn(res, row, "finished_text", "finished_at");
+  t.exclusive_resources = res.GetTextArray(row, "exclusive_resources");
+  t.shared_resources = res.GetTextArray(row, "shared_resources");
+  t.state = TaskStateFromDb(res.Get(row, "state"));
+  t.created_at = res.GetString(row, "created_text");
+  t.unblocked_at = OptionalColumn(res, row, "unblocked_text");
+  t.started_at = OptionalColumn(res, row, "started_text");
+  t.finished_at = OptionalColumn(res, row, "finished_text");
   t.app_lock = OptionalColumn(res, row, "app_lock");
   t.worker_name = OptionalColumn(res, row, "worker_name");
-  t.result = ParseJsonColumn(res, row, PQfnumber(res.raw(), "result"));
-  t.error = ParseJsonColumn(res, row, PQfnumber(res.raw(), "error"));
-  t.progress_reports = ParseJsonColumn(res, row, PQfnumber(res.raw(), "progress_reports"));
+  t.result = ParseJsonColumn(res, row, res.FindColumn("result"));
+  t.error = ParseJsonColumn(res, row, res.FindColumn("error"));
+  t.progress_reports = ParseJsonColumn(res, row, res.FindColumn("progress_reports"));
   if (t.progress_reports.is_null()) t.progress_reports = nlohmann::json::array();
-  t.immediate = res.GetBool(row, res.Column("immediate"));
-  t.deferred = res.GetBool(row, res.Column("deferred"));
+  t.immediate = res.GetBool(row, "immediate");
+  t.deferred = res.GetBool(row, "deferred");
   t.parent_task = OptionalColumn(res, row, "parent_task");
   t.task_group = OptionalColumn(res, row, "task_group");
   t.logging_cid = OptionalColumn(res, row, "logging_cid").value_or("");
   return t;
 }
 
-App AppFromRow(const pg::Result& res, int row) {
+App AppFromRow(const pg::ResultSet& res, int row) {
   App a;
-  a.id = res.GetString(row, res.Column("id"));
-  a.app_type = res.GetString(row, res.Column("app_type"));
-  a.name = res.GetString(row, res.Column("name"));
-  a.hostname = res.GetString(row, res.Column("hostname"));
-  a.pid = static_cast<int>(res.GetInt(row, res.Column("pid")));
-  a.version = res.GetString(row, res.Column("version"));
-  a.started_at = res.GetString(row, res.Column("started_text"));
-  a.last_heartbeat = res.GetString(row, res.Column("heartbeat_text"));
-  a.ttl_seconds = res.GetDouble(row, res.Column("ttl_seconds"));
-  a.online = res.GetBool(row, res.Column("online"));
-  a.current_task = res.GetOptional(row, res.Column("current_task"));
+  a.id = res.GetString(row, "id");
+  a.app_type = res.GetString(row, "app_type");
+  a.name = res.GetString(row, "name");
+  a.hostname = res.GetString(row, "hostname");
+  a.pid = static_cast<int>(res.GetInt(row, "pid"));
+  a.version = res.GetString(row, "version");
+  a.started_at = res.GetString(row, "started_text");
+  a.last_heartbeat = res.GetString(row, "heartbeat_text");
+  a.ttl_seconds = res.GetDouble(row, "ttl_seconds");
+  a.online = res.GetBool(row, "online");
+  a.current_task = res.GetOptional(row, "current_task");
   return a;
 }
 
@@ -114,14 +203,11 @@ Result<DispatchOutcome> DispatchTask(pg::Connection& conn, const DispatchRequest
       .Add(request.logging_cid)
       .Add(run_here);
   try {
-    auto res = conn.Exec(
-        "SELECT id, state, ready FROM taskmill.dispatch_task($1, $2::jsonb, $3::jsonb, "
-        "$4::text[], $5::text[], $6::boolean, $7::boolean, $8::uuid, $9::uuid, $10, $11::uuid)",
-        p, deadline);
+    auto res = conn.Exec(kDispatchTask, p, deadline);
     DispatchOutcome out;
-    out.id = res.GetString(0, 0);
-    out.state = ParseTaskState(res.Get(0, 1)).value_or(TaskState::kWaiting);
-    out.ready = res.GetBool(0, 2);
+    out.id = res.GetString(0, "id");
+    out.state = TaskStateFromDb(res.Get(0, "state"));
+    out.ready = res.GetBool(0, "ready");
     return out;
   } catch (const pg::QueryError& e) {
     return MapOrRethrow<DispatchOutcome>(e);
@@ -130,8 +216,8 @@ Result<DispatchOutcome> DispatchTask(pg::Connection& conn, const DispatchRequest
 
 Result<TaskState> CancelTask(pg::Connection& conn, const std::string& task_id, Deadline deadline) {
   try {
-    auto res = conn.Exec("SELECT taskmill.cancel($1::uuid)", pg::Params().Add(task_id), deadline);
-    return ParseTaskState(res.Get(0, 0)).value_or(TaskState::kCanceling);
+    auto res = conn.Exec(kCancel, pg::Params().Add(task_id), deadline);
+    return TaskStateFromDb(res.Get(0, 0));
   } catch (const pg::QueryError& e) {
     return MapOrRethrow<TaskState>(e);
   }
@@ -139,8 +225,7 @@ Result<TaskState> CancelTask(pg::Connection& conn, const std::string& task_id, D
 
 Result<int> CancelTaskGroup(pg::Connection& conn, const std::string& group_id, Deadline deadline) {
   try {
-    auto res =
-        conn.Exec("SELECT taskmill.cancel_group($1::uuid)", pg::Params().Add(group_id), deadline);
+    auto res = conn.Exec(kCancelGroup, pg::Params().Add(group_id), deadline);
     return static_cast<int>(res.GetInt(0, 0));
   } catch (const pg::QueryError& e) {
     return MapOrRethrow<int>(e);
@@ -149,16 +234,13 @@ Result<int> CancelTaskGroup(pg::Connection& conn, const std::string& group_id, D
 
 Result<std::string> CreateTaskGroup(pg::Connection& conn, const std::string& description,
                                     Deadline deadline) {
-  auto res = conn.Exec("INSERT INTO taskmill.task_group (description) VALUES ($1) RETURNING id",
-                       pg::Params().Add(description), deadline);
+  auto res = conn.Exec(kCreateTaskGroup, pg::Params().Add(description), deadline);
   return res.GetString(0, 0);
 }
 
 Result<Task> GetTask(pg::Connection& conn, const std::string& task_id, Deadline deadline) {
   try {
-    auto res = conn.Exec(
-        fmt::format("SELECT {} FROM taskmill.task_view WHERE id = $1::uuid", kTaskColumns),
-        pg::Params().Add(task_id), deadline);
+    auto res = conn.Exec(kGetTask, pg::Params().Add(task_id), deadline);
     if (res.rows() == 0) {
       return MakeError(ErrorCode::kNotFound, fmt::format("task {} not found", task_id));
     }
@@ -174,15 +256,7 @@ std::vector<Task> ListTasks(pg::Connection& conn, const TaskFilter& filter, Dead
   pg::Params p;
   p.AddTextArray(states).Add(filter.name).Add(filter.task_group);
   p.Add(static_cast<int64_t>(filter.limit > 0 ? filter.limit : -1)).Add(filter.offset);
-  auto res = conn.Exec(
-      fmt::format("SELECT {} FROM taskmill.task_view "
-                  "WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[])) "
-                  "AND ($2::text IS NULL OR name = $2) "
-                  "AND ($3::uuid IS NULL OR task_group = $3::uuid) "
-                  "ORDER BY created_at DESC, seq DESC "
-                  "LIMIT CASE WHEN $4::bigint < 0 THEN NULL ELSE $4::bigint END OFFSET $5",
-                  kTaskColumns),
-      p, deadline);
+  auto res = conn.Exec(kListTasks, p, deadline);
   std::vector<Task> tasks;
   tasks.reserve(res.rows());
   for (int i = 0; i < res.rows(); ++i) tasks.push_back(TaskFromRow(res, i));
@@ -191,54 +265,44 @@ std::vector<Task> ListTasks(pg::Connection& conn, const TaskFilter& filter, Dead
 
 std::vector<App> ListApps(pg::Connection& conn, const std::optional<std::string>& app_type,
                           Deadline deadline) {
-  auto res = conn.Exec(
-      "SELECT id, app_type, name, hostname, pid, version, started_text, heartbeat_text, "
-      "extract(epoch FROM ttl)::float8 AS ttl_seconds, online, current_task "
-      "FROM taskmill.app_view WHERE ($1::text IS NULL OR app_type = $1) ORDER BY started_at, name",
-      pg::Params().Add(app_type), deadline);
+  auto res = conn.Exec(kListApps, pg::Params().Add(app_type), deadline);
   std::vector<App> apps;
   for (int i = 0; i < res.rows(); ++i) apps.push_back(AppFromRow(res, i));
   return apps;
 }
 
 RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Deadline deadline) {
-  auto res = conn.Exec(
-      "SELECT id, channel FROM taskmill.register_app($1, $2, $3, $4::integer, $5, $6::float8, "
-      "$7::text[])",
-      pg::Params()
-          .Add(reg.app_type)
-          .Add(reg.name)
-          .Add(reg.hostname)
-          .Add(reg.pid)
-          .Add(TASKMILL_VERSION)
-          .Add(reg.ttl_seconds)
-          .AddTextArray(reg.functions),
-      deadline);
+  auto res = conn.Exec(kRegisterApp,
+                       pg::Params()
+                           .Add(reg.app_type)
+                           .Add(reg.name)
+                           .Add(reg.hostname)
+                           .Add(reg.pid)
+                           .Add(TASKMILL_VERSION)
+                           .Add(reg.ttl_seconds)
+                           .AddTextArray(reg.functions),
+                       deadline);
   return RegisteredApp{res.GetString(0, 0), res.GetString(0, 1)};
 }
 
 bool Heartbeat(pg::Connection& conn, const std::string& app_id, Deadline deadline) {
-  auto res = conn.Exec("SELECT taskmill.heartbeat($1::uuid)", pg::Params().Add(app_id), deadline);
+  auto res = conn.Exec(kHeartbeat, pg::Params().Add(app_id), deadline);
   return res.GetBool(0, 0);
 }
 
 void DeregisterApp(pg::Connection& conn, const std::string& app_id, Deadline deadline) {
-  conn.Exec("SELECT taskmill.deregister_app($1::uuid)", pg::Params().Add(app_id), deadline);
+  conn.Exec(kDeregisterApp, pg::Params().Add(app_id), deadline);
 }
 
 void RegisterFunctions(pg::Connection& conn, const std::vector<std::string>& names,
                        Deadline deadline) {
-  conn.Exec(
-      "INSERT INTO taskmill.task_function (name) SELECT DISTINCT unnest($1::text[]) "
-      "ON CONFLICT (name) DO UPDATE SET last_seen = clock_timestamp()",
-      pg::Params().AddTextArray(names), deadline);
+  conn.Exec(kRegisterFunctions, pg::Params().AddTextArray(names), deadline);
 }
 
 Result<std::optional<Task>> Claim(pg::Connection& conn, const std::string& app_id, bool idle,
                                   Deadline deadline) {
   try {
-    auto res = conn.Exec("SELECT * FROM taskmill.claim($1::uuid, $2::boolean)",
-                         pg::Params().Add(app_id).Add(idle), deadline);
+    auto res = conn.Exec(kClaim, pg::Params().Add(app_id).Add(idle), deadline);
     if (res.rows() == 0) return std::optional<Task>();
     return std::optional<Task>(TaskFromRow(res, 0));
   } catch (const pg::QueryError& e) {
@@ -268,22 +332,18 @@ pg::Params OutcomeParams(const std::string& task_id, const std::string& app_id, 
 pg::Connection::Statement FinishStatement(const std::string& task_id, const std::string& app_id,
                                           TaskState state, const nlohmann::json& result,
                                           const nlohmann::json& error) {
-  return {"SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)",
-          OutcomeParams(task_id, app_id, state, result, error)};
+  return {kFinish.text, OutcomeParams(task_id, app_id, state, result, error)};
 }
 
 FinishAndClaimResult FinishAndClaim(pg::Connection& conn, const std::string& task_id,
                                     const std::string& app_id, TaskState state,
                                     const nlohmann::json& result, const nlohmann::json& error,
                                     Deadline deadline) {
-  auto res = conn.Exec(
-      "SELECT * FROM taskmill.finish_and_claim($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)",
-      OutcomeParams(task_id, app_id, state, result, error), deadline);
+  auto res =
+      conn.Exec(kFinishAndClaim, OutcomeParams(task_id, app_id, state, result, error), deadline);
   FinishAndClaimResult out;
-  if (!res.IsNull(0, res.Column("finished_state"))) {
-    out.finished = ParseTaskState(res.Get(0, res.Column("finished_state")));
-  }
-  if (!res.IsNull(0, res.Column("id"))) out.next = TaskFromRow(res, 0);
+  out.finished = OptionalState(res, 0, res.Column("finished_state"));
+  if (!res.IsNull(0, "id")) out.next = TaskFromRow(res, 0);
   return out;
 }
 
@@ -291,75 +351,66 @@ std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& tas
                                     const std::string& app_id, TaskState state,
                                     const nlohmann::json& result, const nlohmann::json& error,
                                     Deadline deadline) {
-  auto st = FinishStatement(task_id, app_id, state, result, error);
-  auto res = conn.Exec(st.sql, st.params, deadline);
-  if (res.IsNull(0, 0)) return std::nullopt;
-  return ParseTaskState(res.Get(0, 0));
+  auto res = conn.Exec(kFinish, OutcomeParams(task_id, app_id, state, result, error), deadline);
+  return OptionalState(res, 0, 0);
 }
 
 bool ReportProgress(pg::Connection& conn, const std::string& task_id, const std::string& app_id,
                     const nlohmann::json& report, Deadline deadline) {
-  auto res = conn.Exec("SELECT taskmill.report_progress($1::uuid, $2::uuid, $3::jsonb)",
-                       pg::Params().Add(task_id).Add(app_id).Add(report.dump()), deadline);
+  auto res = conn.Exec(kReportProgress, pg::Params().Add(task_id).Add(app_id).Add(report.dump()),
+                       deadline);
   return res.GetBool(0, 0);
 }
 
 std::optional<TaskState> TaskStateOf(pg::Connection& conn, const std::string& task_id,
                                      Deadline deadline) {
-  auto res = conn.Exec("SELECT state FROM taskmill.task WHERE id = $1::uuid",
-                       pg::Params().Add(task_id), deadline);
+  auto res = conn.Exec(kTaskStateOf, pg::Params().Add(task_id), deadline);
   if (res.rows() == 0) return std::nullopt;
-  return ParseTaskState(res.Get(0, 0));
+  return TaskStateFromDb(res.Get(0, 0));
 }
 
 int ProcessReleases(pg::Connection& conn, Deadline deadline) {
-  return static_cast<int>(conn.Exec("SELECT taskmill.process_releases()", deadline).GetInt(0, 0));
+  return static_cast<int>(conn.Exec(kProcessReleases, deadline).GetInt(0, 0));
 }
 
 int RequeueLost(pg::Connection& conn, const std::string& app_id,
                 const std::optional<std::string>& current, Deadline deadline) {
-  return static_cast<int>(conn.Exec("SELECT taskmill.requeue_lost($1::uuid, $2::uuid)",
-                                    pg::Params().Add(app_id).Add(current), deadline)
-                              .GetInt(0, 0));
+  return static_cast<int>(
+      conn.Exec(kRequeueLost, pg::Params().Add(app_id).Add(current), deadline).GetInt(0, 0));
 }
 
 int UnblockAll(pg::Connection& conn, Deadline deadline) {
-  return static_cast<int>(conn.Exec("SELECT taskmill.unblock_all()", deadline).GetInt(0, 0));
+  return static_cast<int>(conn.Exec(kUnblockAll, deadline).GetInt(0, 0));
 }
 
 bool TryLease(pg::Connection& conn, const std::string& name, const std::string& holder,
               double seconds, Deadline deadline) {
-  auto res = conn.Exec("SELECT taskmill.try_lease($1, $2::uuid, $3::float8)",
-                       pg::Params().Add(name).Add(holder).Add(seconds), deadline);
+  auto res = conn.Exec(kTryLease, pg::Params().Add(name).Add(holder).Add(seconds), deadline);
   return res.GetBool(0, 0);
 }
 
 std::vector<MissingApp> DeleteMissingApps(pg::Connection& conn, Deadline deadline) {
-  auto res = conn.Exec("SELECT id, name, app_type FROM taskmill.delete_missing_apps()", deadline);
+  auto res = conn.Exec(kDeleteMissingApps, deadline);
   std::vector<MissingApp> out;
   for (int i = 0; i < res.rows(); ++i) {
-    out.push_back({res.GetString(i, 0), res.GetString(i, 1), res.GetString(i, 2)});
+    out.push_back({res.GetString(i, "id"), res.GetString(i, "name"), res.GetString(i, "app_type")});
   }
   return out;
 }
 
 std::vector<OrphanedTask> OrphanedTasks(pg::Connection& conn, int limit, Deadline deadline) {
-  auto res = conn.Exec("SELECT id, state FROM taskmill.orphaned_tasks($1::integer)",
-                       pg::Params().Add(limit), deadline);
+  auto res = conn.Exec(kOrphanedTasks, pg::Params().Add(limit), deadline);
   std::vector<OrphanedTask> out;
   for (int i = 0; i < res.rows(); ++i) {
-    out.push_back(
-        {res.GetString(i, 0), ParseTaskState(res.Get(i, 1)).value_or(TaskState::kRunning)});
+    out.push_back({res.GetString(i, "id"), TaskStateFromDb(res.Get(i, "state"))});
   }
   return out;
 }
 
 std::optional<TaskState> FinalizeOrphan(pg::Connection& conn, const std::string& task_id,
                                         Deadline deadline) {
-  auto res =
-      conn.Exec("SELECT taskmill.finalize_orphan($1::uuid)", pg::Params().Add(task_id), deadline);
-  if (res.IsNull(0, 0)) return std::nullopt;
-  return ParseTaskState(res.Get(0, 0));
+  auto res = conn.Exec(kFinalizeOrphan, pg::Params().Add(task_id), deadline);
+  return OptionalState(res, 0, 0);
 }
 
 }  // namespace taskmill::store

@@ -3,12 +3,14 @@
 // Each function runs one statement (most call a SQL function defined in
 // migrations/) on a connection the caller owns. Expected failures (bad input,
 // unknown ids, finished tasks) come back as Result errors mapped from the
-// SQLSTATEs of class TM that the SQL functions raise; anything else the
-// database reports is thrown as a pg::Error (src/pg/errors.h).
+// SQLSTATEs of class TM that the SQL functions raise; anything else is thrown
+// as an exception of taskmill/errors.h: DatabaseError for what the database
+// reports, DriverError for an answer this program does not understand.
 #pragma once
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pg/connection.h"
@@ -53,10 +55,19 @@ std::vector<Task> ListTasks(pg::Connection& conn, const TaskFilter& filter, Dead
 std::vector<App> ListApps(pg::Connection& conn, const std::optional<std::string>& app_type,
                           Deadline deadline);
 
-// Builds a Task from a row of taskmill.task_view (or taskmill.claim()'s
-// result joined to it) at `row`.
-Task TaskFromRow(const pg::Result& res, int row);
-App AppFromRow(const pg::Result& res, int row);
+// The state a task has in the database. Throws DriverError for a name this
+// program does not know (never maps it to some other state).
+TaskState TaskStateFromDb(std::string_view name);
+
+// Builds a Task from row `row` of a result with the columns of kTaskColumns
+// (timestamps as the *_text columns, in ISO 8601). Columns a statement may
+// leave out (unblocked_text, started_text, finished_text, app_lock,
+// worker_name, result, error, progress_reports, parent_task, task_group,
+// logging_cid) are then empty; any other missing column, or an unknown
+// state, throws DriverError.
+Task TaskFromRow(const pg::ResultSet& res, int row);
+// From a row of taskmill.app_view with the columns ListApps selects.
+App AppFromRow(const pg::ResultSet& res, int row);
 
 // The column list to select from taskmill.task_view for TaskFromRow.
 extern const char* const kTaskColumns;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include "pg/transaction.h"
+#include "store/locks.h"
 #include "store/migrate.h"
 #include "store/migrations_data.h"
 #include "store/task_store.h"
@@ -46,13 +48,41 @@ TEST(MigrateTest, ConcurrentMigratorsDoNotCollide) {
   std::string db = testing::CreateTestDatabase();
   auto a = testing::Connect(db);
   auto b = testing::Connect(db);
-  a.Exec("BEGIN", DeadlineIn(kTimeout));
-  a.Exec("SELECT pg_advisory_xact_lock(1953720684, 0)", DeadlineIn(kTimeout));
-  // b must wait for a's lock rather than race it.
-  EXPECT_THROW(store::Migrate(b, DeadlineIn(std::chrono::milliseconds(300))), pg::TimeoutError);
-  a.Exec("COMMIT", DeadlineIn(kTimeout));
+  {
+    pg::Transaction holder(a, DeadlineIn(kTimeout));
+    a.Exec("SELECT pg_advisory_xact_lock($1::integer, 0)",
+           pg::Params().Add(store::kMigrationLockClass), DeadlineIn(kTimeout));
+    // b must wait for a's lock rather than race it.
+    EXPECT_THROW(store::Migrate(b, DeadlineIn(std::chrono::milliseconds(300))), TimeoutError);
+    holder.Commit(DeadlineIn(kTimeout));
+  }
   auto r = store::Migrate(b, DeadlineIn(kTimeout));
   ASSERT_TRUE(r.ok());
+}
+
+TEST(MigrateTest, AResourceLockDoesNotHoldUpAMigration) {
+  // What a dispatch of a resource whose hashtext() is 0 holds until its
+  // transaction ends.
+  std::string db = testing::CreateTestDatabase();
+  auto a = testing::Connect(db);
+  auto b = testing::Connect(db);
+  pg::Transaction dispatcher(a, DeadlineIn(kTimeout));
+  a.Exec("SELECT pg_advisory_xact_lock($1::integer, 0)",
+         pg::Params().Add(store::kResourceLockClass), DeadlineIn(kTimeout));
+  auto r = store::Migrate(b, DeadlineIn(std::chrono::seconds(5)));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, store::LatestSchemaVersion());
+}
+
+TEST(MigrateTest, AFailedMigrationLeavesNoTransactionOpen) {
+  // The migrator's transaction ends on every way out, here a version newer
+  // than the program.
+  auto conn = testing::Connect(testing::CreateTestDatabase());
+  ASSERT_TRUE(store::Migrate(conn, DeadlineIn(kTimeout)).ok());
+  conn.Exec("INSERT INTO taskmill.schema_migrations (version, name) VALUES (9999, 'future')",
+            DeadlineIn(kTimeout));
+  ASSERT_FALSE(store::Migrate(conn, DeadlineIn(kTimeout)).ok());
+  EXPECT_FALSE(conn.in_transaction());
 }
 
 TEST(MigrateTest, UpgradesAVersion1DatabaseWithTasksInFlight) {
