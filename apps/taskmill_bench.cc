@@ -9,6 +9,7 @@
 //   taskmill-bench recovery [--heartbeat-interval S] [--ttl S]
 //   taskmill-bench burndown [--workers N] [--in-process] [--tasks N]
 //                           [--resources fresh|none] [--insert-pipeline D]
+//                           [--insert-connections N]
 //                           [--worker-arg ARG]...
 //   taskmill-bench compare OLD.jsonl NEW.jsonl
 //
@@ -61,6 +62,7 @@ struct Options {
   std::string commit;
   std::string resources = "fresh";
   int insert_pipeline = 64;
+  int insert_connections = 8;
   std::vector<std::string> worker_args;
   std::string compare_old, compare_new;
 };
@@ -510,16 +512,18 @@ int Recovery(const Options& o) {
 int BurnDown(const Options& o) {
   if (o.resources != "fresh" && o.resources != "none")
     throw std::runtime_error("--resources must be fresh or none");
-  if (o.tasks < 1 || o.workers < 1 || o.insert_pipeline < 1)
-    throw std::runtime_error("--tasks, --workers and --insert-pipeline must be at least 1");
+  if (o.tasks < 1 || o.workers < 1 || o.insert_pipeline < 1 || o.insert_connections < 1)
+    throw std::runtime_error(
+        "--tasks, --workers, --insert-pipeline and --insert-connections must be at least 1");
   const bool fresh = o.resources == "fresh";
   std::string worker_args;
   for (auto& a : o.worker_args) worker_args += " " + a;
   fmt::print(
-      "burndown: {} no-op tasks ({}), dispatched first (pipeline depth {}), then {} worker(s), "
-      "{}{}\n",
-      o.tasks, fresh ? "each with a fresh exclusive resource" : "no resources", o.insert_pipeline,
-      o.workers, o.in_process ? "in-process" : "a child process per task", worker_args);
+      "burndown: {} no-op tasks ({}), dispatched first ({} connection(s), pipeline depth {}), "
+      "then {} worker(s), {}{}\n",
+      o.tasks, fresh ? "each with a fresh exclusive resource" : "no resources",
+      o.insert_connections, o.insert_pipeline, o.workers,
+      o.in_process ? "in-process" : "a child process per task", worker_args);
   auto log = Log(o);
   auto rec = log.Begin("burndown", {{"system", "taskmill"},
                                     {"tasks", o.tasks},
@@ -532,17 +536,36 @@ int BurnDown(const Options& o) {
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
     auto conn = db.Connect();
+    // Each dispatch its own transaction; several connections share their
+    // WAL flushes, as concurrent clients would.
+    std::vector<pg::Connection> inserters;
+    for (int i = 0; i < o.insert_connections; ++i) inserters.push_back(db.Connect());
     auto insert_start = Clock::now();
-    for (int done = 0; done < o.tasks;) {
-      int n = std::min(o.insert_pipeline, o.tasks - done);
-      if (n == 1) {
-        conn.Exec(sql, DeadlineIn(kTimeout));
-      } else {
-        std::vector<pg::Connection::Statement> batch(n, {sql, {}});
-        conn.ExecPipeline(batch, DeadlineIn(kTimeout));
-      }
-      done += n;
+    std::vector<std::thread> threads;
+    std::atomic<bool> insert_failed{false};
+    for (int i = 0; i < o.insert_connections; ++i) {
+      int share = o.tasks / o.insert_connections + (i < o.tasks % o.insert_connections ? 1 : 0);
+      threads.emplace_back([&, i, share] {
+        try {
+          for (int done = 0; done < share;) {
+            int n = std::min(o.insert_pipeline, share - done);
+            if (n == 1) {
+              inserters[i].Exec(sql, DeadlineIn(kTimeout));
+            } else {
+              std::vector<pg::Connection::Statement> batch(n, {sql, {}});
+              inserters[i].ExecPipeline(batch, DeadlineIn(kTimeout));
+            }
+            done += n;
+          }
+        } catch (const std::exception& e) {
+          spdlog::error("burndown: insertion failed: {}", e.what());
+          insert_failed = true;
+        }
+      });
     }
+    for (auto& t : threads) t.join();
+    inserters.clear();
+    if (insert_failed) throw std::runtime_error("burndown: insertion failed");
     double insert_s = std::chrono::duration<double>(Clock::now() - insert_start).count();
     // The drain does not pay for the insertion's WAL.
     conn.Exec("CHECKPOINT", DeadlineIn(std::chrono::minutes(5)));
@@ -623,7 +646,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fresh", "none"}))
       ->capture_default_str();
   burndown
-      ->add_option("--insert-pipeline", o.insert_pipeline, "Dispatches in flight (1: one by one)")
+      ->add_option("--insert-pipeline", o.insert_pipeline,
+                   "Dispatches in flight per connection (1: one by one)")
+      ->capture_default_str();
+  burndown->add_option("--insert-connections", o.insert_connections, "Connections that dispatch")
       ->capture_default_str();
   burndown->add_option("--worker-arg", o.worker_args, "Passed on to `taskmill worker`");
   auto* compare = app.add_subcommand("compare", "Medians of two --json-out files side by side");

@@ -102,9 +102,11 @@ fresh_db() {
   "${PSQL[@]}" -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
 }
 
-RAW=$TMP/raw.jsonl
+# Every run's line lands here first (kept if the run is cut short; then
+# `$NODE build/bench-peers/summarize.mjs --in RAW --out FILE` summarizes it).
+RAW=build/bench-peers-raw-$(date -u +%Y%m%dT%H%M%S).jsonl
 : >"$RAW"
-echo "bench-peers: $rounds round(s) of $jobs jobs; results to $out; commit $TASKMILL_BENCH_COMMIT"
+echo "bench-peers: $rounds round(s) of $jobs jobs; results to $out (raw lines: $RAW); commit $TASKMILL_BENCH_COMMIT"
 echo "bench-peers: server $("${PSQL[@]}" -d postgres -Atc 'SHOW server_version'), fsync $("${PSQL[@]}" -d postgres -Atc 'SHOW fsync'), synchronous_commit $("${PSQL[@]}" -d postgres -Atc 'SHOW synchronous_commit')"
 
 commit_rate() {  # $1 round, $2 clients
