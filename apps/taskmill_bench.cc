@@ -7,10 +7,16 @@
 //   taskmill-bench backlog  [--waiting N]
 //   taskmill-bench idle     [--workers N] [--tasks N] [--interval-ms MS]
 //   taskmill-bench recovery [--heartbeat-interval S] [--ttl S]
+//   taskmill-bench burndown [--workers N] [--in-process] [--tasks N]
+//                           [--resources fresh|none] [--insert-pipeline D]
+//                           [--insert-connections N]
+//                           [--worker-arg ARG]...
+//   taskmill-bench compare OLD.jsonl NEW.jsonl
 //
 // Each scenario runs --runs times (default 3) and prints every run and the
-// median. Without --database-url it starts its own PostgreSQL (fsync on, the
-// server's defaults otherwise) in a temporary directory.
+// median; with --json-out FILE it also appends them to FILE as JSON lines
+// (apps/bench_results.h). Without --database-url it starts its own PostgreSQL
+// (fsync on, the server's defaults otherwise) in a temporary directory.
 #include <signal.h>
 #include <unistd.h>
 
@@ -25,6 +31,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include "bench_results.h"
 #include "common/subprocess.h"
 #include "embedded/local_postgres.h"
 #include "pg/connection.h"
@@ -51,7 +58,16 @@ struct Options {
   int waiting = 100000;
   double heartbeat_interval = 5;
   double ttl = 30;
+  std::string json_out;
+  std::string commit;
+  std::string resources = "fresh";
+  int insert_pipeline = 64;
+  int insert_connections = 8;
+  std::vector<std::string> worker_args;
+  std::string compare_old, compare_new;
 };
+
+ResultLog Log(const Options& o) { return ResultLog(o.json_out, o.commit); }
 
 std::string TaskmillBinary() {
   std::error_code ec;
@@ -225,19 +241,28 @@ int Dispatch(const Options& o) {
       "dispatch: {} connection(s), pipeline depth {}, {} s per run, no-op tasks each with a "
       "fresh exclusive resource\n",
       o.connections, o.pipeline, o.seconds);
+  auto log = Log(o);
+  auto rec =
+      log.Begin("dispatch",
+                {{"connections", o.connections}, {"seconds", o.seconds}, {"pipeline", o.pipeline}});
   std::vector<double> rates;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
     rates.push_back(DispatchRate(db, o.connections, o.seconds, o.pipeline));
     fmt::print("  run {}: {:.0f} dispatches/s\n", r + 1, rates.back());
+    rec.Run({{"dispatches_per_s", rates.back()}});
   }
   fmt::print("median: {:.0f} dispatches/s\n", Median(rates));
+  rec.Median({{"dispatches_per_s", Median(rates)}});
   return 0;
 }
 
 int EndToEnd(const Options& o) {
   fmt::print("e2e: {} worker(s), {}, {} no-op tasks dispatched first, then the workers start\n",
              o.workers, o.in_process ? "in-process" : "a child process per task", o.tasks);
+  auto log = Log(o);
+  auto rec =
+      log.Begin("e2e", {{"workers", o.workers}, {"in_process", o.in_process}, {"tasks", o.tasks}});
   std::vector<double> rates;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
@@ -254,9 +279,11 @@ int EndToEnd(const Options& o) {
     rates.push_back(n / secs);
     fmt::print("  run {}: {:.0f} tasks in {:.2f} s = {:.0f} tasks/s\n", r + 1, n, secs,
                rates.back());
+    rec.Run({{"tasks_per_s", rates.back()}, {"completed", n}, {"drain_s", secs}});
     for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
   fmt::print("median: {:.0f} tasks/s\n", Median(rates));
+  rec.Median({{"tasks_per_s", Median(rates)}});
   return 0;
 }
 
@@ -265,6 +292,9 @@ int Latency(const Options& o) {
       "latency: {} worker(s) idle, one no-op task every {} ms, {} tasks; "
       "pickup = started_at - unblocked_at\n",
       o.workers, o.interval_ms, o.tasks);
+  auto log = Log(o);
+  auto rec = log.Begin(
+      "latency", {{"workers", o.workers}, {"tasks", o.tasks}, {"interval_ms", o.interval_ms}});
   std::vector<double> p50s;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
@@ -275,9 +305,14 @@ int Latency(const Options& o) {
     p50s.push_back(Percentile(ms, 0.5));
     fmt::print("  run {}: p50 {:.2f} ms, p95 {:.2f} ms, p99 {:.2f} ms, max {:.2f} ms\n", r + 1,
                p50s.back(), Percentile(ms, 0.95), Percentile(ms, 0.99), Percentile(ms, 1.0));
+    rec.Run({{"pickup_p50_ms", p50s.back()},
+             {"pickup_p95_ms", Percentile(ms, 0.95)},
+             {"pickup_p99_ms", Percentile(ms, 0.99)},
+             {"pickup_max_ms", Percentile(ms, 1.0)}});
     for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
   fmt::print("median p50: {:.2f} ms\n", Median(p50s));
+  rec.Median({{"pickup_p50_ms", Median(p50s)}});
   return 0;
 }
 
@@ -288,6 +323,13 @@ int Backlog(const Options& o) {
       "backlog: {} tasks waiting behind one busy resource vs an empty queue; dispatch on "
       "{} connection(s) for {} s, then latency of {} tasks every {} ms with {} workers\n",
       o.waiting, o.connections, o.seconds, o.tasks, o.interval_ms, o.workers);
+  auto log = Log(o);
+  auto rec = log.Begin("backlog", {{"waiting", o.waiting},
+                                   {"connections", o.connections},
+                                   {"seconds", o.seconds},
+                                   {"tasks", o.tasks},
+                                   {"interval_ms", o.interval_ms},
+                                   {"workers", o.workers}});
   std::vector<double> rate_empty, rate_full, p50_empty, p50_full;
   for (int r = 0; r < o.runs; ++r) {
     for (bool full : {false, true}) {
@@ -316,7 +358,15 @@ int Backlog(const Options& o) {
                  full ? "with backlog" : "empty queue ", rate, p50, Percentile(ms, 0.95));
       for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
     }
+    rec.Run({{"empty_dispatches_per_s", rate_empty.back()},
+             {"backlog_dispatches_per_s", rate_full.back()},
+             {"empty_pickup_p50_ms", p50_empty.back()},
+             {"backlog_pickup_p50_ms", p50_full.back()}});
   }
+  rec.Median({{"empty_dispatches_per_s", Median(rate_empty)},
+              {"backlog_dispatches_per_s", Median(rate_full)},
+              {"empty_pickup_p50_ms", Median(p50_empty)},
+              {"backlog_pickup_p50_ms", Median(p50_full)}});
   fmt::print("median empty: {:.0f} dispatches/s, p50 {:.2f} ms\n", Median(rate_empty),
              Median(p50_empty));
   fmt::print("median with {} waiting: {:.0f} dispatches/s ({:.2f}x), p50 {:.2f} ms ({:.2f}x)\n",
@@ -342,6 +392,9 @@ int64_t Transactions(pg::Connection& conn) {
 int Idle(const Options& o) {
   fmt::print("idle: {} idle workers; {} tasks, one every {} ms; counting server transactions\n",
              o.workers, o.tasks, o.interval_ms);
+  auto log = Log(o);
+  auto rec = log.Begin(
+      "idle", {{"workers", o.workers}, {"tasks", o.tasks}, {"interval_ms", o.interval_ms}});
   std::vector<double> per_task, idle_rate;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
@@ -375,11 +428,16 @@ int Idle(const Options& o) {
         "  run {}: idle fleet {:.1f} transactions/s writing {:.0f} bytes of WAL/s; {:.0f} "
         "transactions during {} tasks ({:.1f} s), {:.2f} per task beyond the idle background\n",
         r + 1, idle_per_s, wal / 10.0, total, o.tasks, elapsed, per_task.back());
+    rec.Run({{"transactions_per_task", per_task.back()},
+             {"idle_transactions_per_s", idle_per_s},
+             {"idle_wal_bytes_per_s", wal / 10.0}});
     for (auto& w : workers) w.Signal(SIGTERM);
     for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
   fmt::print("median: {:.2f} transactions per task, idle fleet {:.1f} transactions/s\n",
              Median(per_task), Median(idle_rate));
+  rec.Median({{"transactions_per_task", Median(per_task)},
+              {"idle_transactions_per_s", Median(idle_rate)}});
   return 0;
 }
 
@@ -390,6 +448,8 @@ int Recovery(const Options& o) {
       "recovery: 2 workers (heartbeat {} s, ttl {} s); kill -9 of the one running a long "
       "task; time until the next task on its resource starts\n",
       o.heartbeat_interval, o.ttl);
+  auto log = Log(o);
+  auto rec = log.Begin("recovery", {{"heartbeat_interval", o.heartbeat_interval}, {"ttl", o.ttl}});
   std::vector<double> secs;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
@@ -436,8 +496,107 @@ int Recovery(const Options& o) {
     if (started == 0) throw std::runtime_error("the next task never started");
     secs.push_back(started - killed_at);
     fmt::print("  run {}: {:.2f} s\n", r + 1, secs.back());
+    rec.Run({{"recovery_s", secs.back()}});
   }
   fmt::print("median: {:.2f} s from kill -9 to the next task's start\n", Median(secs));
+  rec.Median({{"recovery_s", Median(secs)}});
+  return 0;
+}
+
+// The burn-down of scripts/bench-peers.sh: N no-op tasks dispatched first (a
+// phase timed on its own, not part of the drain), then W workers started.
+// The drain is timed by the database clock from the first task's start to the
+// last one's finish; a run in which any task did not complete, or the task
+// table holds anything but those N, is an error (exit 1). `--worker-arg`
+// passes options on to `taskmill worker` (e.g. --worker-arg=--concurrency=8).
+int BurnDown(const Options& o) {
+  if (o.resources != "fresh" && o.resources != "none")
+    throw std::runtime_error("--resources must be fresh or none");
+  if (o.tasks < 1 || o.workers < 1 || o.insert_pipeline < 1 || o.insert_connections < 1)
+    throw std::runtime_error(
+        "--tasks, --workers, --insert-pipeline and --insert-connections must be at least 1");
+  const bool fresh = o.resources == "fresh";
+  std::string worker_args;
+  for (auto& a : o.worker_args) worker_args += " " + a;
+  fmt::print(
+      "burndown: {} no-op tasks ({}), dispatched first ({} connection(s), pipeline depth {}), "
+      "then {} worker(s), {}{}\n",
+      o.tasks, fresh ? "each with a fresh exclusive resource" : "no resources",
+      o.insert_connections, o.insert_pipeline, o.workers,
+      o.in_process ? "in-process" : "a child process per task", worker_args);
+  auto log = Log(o);
+  auto rec = log.Begin("burndown", {{"system", "taskmill"},
+                                    {"tasks", o.tasks},
+                                    {"workers", o.workers},
+                                    {"mode", o.in_process ? "in-process" : "child"},
+                                    {"resources", o.resources},
+                                    {"worker_args", o.worker_args}});
+  const char* sql = fresh ? kDispatchSql : "SELECT taskmill.dispatch('taskmill.noop', '[]', '{}')";
+  std::vector<double> rates, inserts;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    auto conn = db.Connect();
+    // Each dispatch its own transaction; several connections share their
+    // WAL flushes, as concurrent clients would.
+    std::vector<pg::Connection> inserters;
+    for (int i = 0; i < o.insert_connections; ++i) inserters.push_back(db.Connect());
+    auto insert_start = Clock::now();
+    std::vector<std::thread> threads;
+    std::atomic<bool> insert_failed{false};
+    for (int i = 0; i < o.insert_connections; ++i) {
+      int share = o.tasks / o.insert_connections + (i < o.tasks % o.insert_connections ? 1 : 0);
+      threads.emplace_back([&, i, share] {
+        try {
+          for (int done = 0; done < share;) {
+            int n = std::min(o.insert_pipeline, share - done);
+            if (n == 1) {
+              inserters[i].Exec(sql, DeadlineIn(kTimeout));
+            } else {
+              std::vector<pg::Connection::Statement> batch(n, {sql, {}});
+              inserters[i].ExecPipeline(batch, DeadlineIn(kTimeout));
+            }
+            done += n;
+          }
+        } catch (const std::exception& e) {
+          spdlog::error("burndown: insertion failed: {}", e.what());
+          insert_failed = true;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    inserters.clear();
+    if (insert_failed) throw std::runtime_error("burndown: insertion failed");
+    double insert_s = std::chrono::duration<double>(Clock::now() - insert_start).count();
+    // The drain does not pay for the insertion's WAL.
+    conn.Exec("CHECKPOINT", DeadlineIn(std::chrono::minutes(5)));
+    auto start = Clock::now();
+    auto workers = StartWorkers(db, o.workers, o.in_process, o.worker_args);
+    WaitAllFinished(conn);
+    double wall = std::chrono::duration<double>(Clock::now() - start).count();
+    auto res = conn.Exec(
+        "SELECT count(*), count(*) FILTER (WHERE state = 'completed'), "
+        "extract(epoch FROM max(finished_at) - min(started_at)) FROM taskmill.task",
+        DeadlineIn(kTimeout));
+    for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
+    int64_t total = res.GetInt(0, 0), completed = res.GetInt(0, 1);
+    if (total != o.tasks || completed != o.tasks)
+      throw std::runtime_error(fmt::format("burndown: {} tasks in the table, {} completed, of {}",
+                                           total, completed, o.tasks));
+    double secs = res.GetDouble(0, 2);
+    rates.push_back(completed / secs);
+    inserts.push_back(o.tasks / insert_s);
+    fmt::print(
+        "  run {}: inserted in {:.2f} s ({:.0f}/s); {} tasks completed once each, drained in "
+        "{:.2f} s = {:.0f} tasks/s (workers' start to the end: {:.2f} s)\n",
+        r + 1, insert_s, inserts.back(), completed, secs, rates.back(), wall);
+    rec.Run({{"tasks_per_s", rates.back()},
+             {"drain_s", secs},
+             {"wall_s", wall},
+             {"insert_per_s", inserts.back()},
+             {"completed", completed}});
+  }
+  fmt::print("median: {:.0f} tasks/s (insertion {:.0f}/s)\n", Median(rates), Median(inserts));
+  rec.Median({{"tasks_per_s", Median(rates)}, {"insert_per_s", Median(inserts)}});
   return 0;
 }
 
@@ -451,6 +610,7 @@ int main(int argc, char** argv) {
   Options o;
   app.add_option("--database-url", o.database_url, "Use this database (it is emptied!)");
   app.add_option("--runs", o.runs, "Runs per scenario")->capture_default_str();
+  app.add_option("--json-out", o.json_out, "Append results to this file as JSON lines");
   auto* dispatch = app.add_subcommand("dispatch", "Dispatch rate");
   dispatch->add_option("--connections", o.connections)->capture_default_str();
   dispatch->add_option("--seconds", o.seconds)->capture_default_str();
@@ -478,7 +638,26 @@ int main(int argc, char** argv) {
   auto* recovery = app.add_subcommand("recovery", "Recovery time after kill -9 of a worker");
   recovery->add_option("--heartbeat-interval", o.heartbeat_interval)->capture_default_str();
   recovery->add_option("--ttl", o.ttl)->capture_default_str();
+  auto* burndown = app.add_subcommand("burndown", "Drain of a pre-inserted backlog of no-op tasks");
+  burndown->add_option("--workers", o.workers)->capture_default_str();
+  burndown->add_flag("--in-process", o.in_process);
+  burndown->add_option("--tasks", o.tasks)->capture_default_str();
+  burndown->add_option("--resources", o.resources, "fresh: a new exclusive resource per task")
+      ->check(CLI::IsMember({"fresh", "none"}))
+      ->capture_default_str();
+  burndown
+      ->add_option("--insert-pipeline", o.insert_pipeline,
+                   "Dispatches in flight per connection (1: one by one)")
+      ->capture_default_str();
+  burndown->add_option("--insert-connections", o.insert_connections, "Connections that dispatch")
+      ->capture_default_str();
+  burndown->add_option("--worker-arg", o.worker_args, "Passed on to `taskmill worker`");
+  auto* compare = app.add_subcommand("compare", "Medians of two --json-out files side by side");
+  compare->add_option("OLD", o.compare_old)->required();
+  compare->add_option("NEW", o.compare_new)->required();
   CLI11_PARSE(app, argc, argv);
+  if (*compare) return Compare(o.compare_old, o.compare_new);
+  o.commit = SourceCommit();
   try {
     if (*dispatch) return Dispatch(o);
     if (*e2e) return EndToEnd(o);
@@ -486,6 +665,7 @@ int main(int argc, char** argv) {
     if (*backlog) return Backlog(o);
     if (*idle) return Idle(o);
     if (*recovery) return Recovery(o);
+    if (*burndown) return BurnDown(o);
   } catch (const std::exception& e) {
     std::cerr << "taskmill-bench: " << e.what() << "\n";
     return 1;

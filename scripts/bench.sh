@@ -2,12 +2,17 @@
 # Runs every benchmark of docs/benchmarks.md and prints the figures. Takes
 # about 20 minutes on the 2-core machine. Run nothing else meanwhile.
 # Usage: scripts/bench.sh [OUTPUT_FILE]
+# The side-by-side run with the peers is scripts/bench-peers.sh (not run here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh >/dev/null
 out=${1:-/dev/stdout}
-B=build/taskmill-bench
+# Every taskmill-bench scenario also appends its runs and medians here as JSON
+# lines (compare two with build/taskmill-bench compare OLD NEW).
+json=docs/bench-results/$(date -u +%F).jsonl
+mkdir -p docs/bench-results
+B="build/taskmill-bench --json-out $json"
 run() { echo "\$ $*"; "$@" 2>&1 | grep -v '\[info\]'; echo; }
 {
   run $B --runs 3 dispatch --connections 1 --seconds 5

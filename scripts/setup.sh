@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages taskmill builds and tests with, if any is
 # missing. Needs root (or sudo). Safe to run again.
+# With --peers, also npm, which scripts/bench-peers.sh uses to fetch the
+# benchmark's peers (and their Node) from the npm registry; taskmill itself
+# never needs it.
 set -euo pipefail
 
 PACKAGES=(
@@ -17,6 +20,8 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# Any npm will do (the machine may have one from another package than Debian's).
+if [ "${1:-}" = "--peers" ] && ! command -v npm >/dev/null; then missing+=(npm); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "setup: installing ${missing[*]}" >&2
