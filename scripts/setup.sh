@@ -11,7 +11,8 @@ PACKAGES=(
   libpq-dev postgresql-15 postgresql-client-15 pgbouncer
   libcpp-httplib-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-requests util-linux procps
+  libssl-dev openssl
+  python3 python3-requests python3-hypothesis util-linux procps
 )
 
 missing=()

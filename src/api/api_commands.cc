@@ -1,5 +1,9 @@
 // The `api` and `bench ingest` subcommands.
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <future>
 #include <iostream>
 
@@ -16,6 +20,83 @@ namespace {
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr ? v : "";
+}
+
+// A bad setting found at start: the message, and exit code 2.
+[[noreturn]] void Refuse(const std::string& message) {
+  std::cerr << "taskmill api: " << message << "\n";
+  throw CLI::RuntimeError(2);
+}
+
+// The secret in a file, without the line end(s) editors add.
+std::string ReadSecretFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Refuse(fmt::format("cannot read {} file {}: {}", what, path, std::strerror(errno)));
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+// Visible ASCII only: anything else (spaces, control characters, a stray
+// line from a file) cannot be sent in an Authorization header as given.
+bool IsPrintableSecret(const std::string& s) {
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return c > 0x20 && c < 0x7f; });
+}
+
+// "user:password", as in TASKMILL_API_BASIC or a --basic-file.
+void ParseBasic(const std::string& text, const std::string& source, api::ApiOptions& a) {
+  auto colon = text.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    Refuse(fmt::format("{} must be USER:PASSWORD with neither empty", source));
+  }
+  a.basic_user = text.substr(0, colon);
+  a.basic_password = text.substr(colon + 1);
+  if (!IsPrintableSecret(a.basic_user) || !IsPrintableSecret(a.basic_password)) {
+    Refuse(fmt::format("{}: spaces and control characters are not allowed", source));
+  }
+}
+
+// Fills a.token and a.basic_* from exactly one source each: a flag (kept for
+// scripts, with a warning: every local user sees it in ps), a file, or the
+// environment. Malformed settings stop the start.
+void ResolveCredentials(api::ApiOptions& a, const std::string& token_file,
+                        const std::string& basic_file) {
+  const char* env_token = std::getenv("TASKMILL_API_TOKEN");
+  const char* env_basic = std::getenv("TASKMILL_API_BASIC");
+  int token_sources = !a.token.empty() + !token_file.empty();
+  if (token_sources > 1) Refuse("give the token by one of --token and --token-file");
+  if (!a.token.empty()) {
+    std::cerr << "taskmill api: warning: --token is visible to every local user (ps); prefer "
+                 "--token-file or TASKMILL_API_TOKEN\n";
+  } else if (!token_file.empty()) {
+    a.token = ReadSecretFile(token_file, "token");
+    if (a.token.empty()) Refuse(fmt::format("the token file {} is empty", token_file));
+  } else if (env_token != nullptr) {
+    a.token = env_token;
+    if (a.token.empty()) Refuse("TASKMILL_API_TOKEN is set but empty");
+  }
+  if (!a.token.empty() && !IsPrintableSecret(a.token)) {
+    Refuse("the token may hold only visible ASCII characters (no spaces or control characters)");
+  }
+
+  bool basic_flags = !a.basic_user.empty() || !a.basic_password.empty();
+  if (basic_flags && !basic_file.empty()) {
+    Refuse("give basic credentials by one of --basic-user/--basic-password and --basic-file");
+  }
+  if (basic_flags) {
+    if (a.basic_user.empty() || a.basic_password.empty()) {
+      Refuse("--basic-user and --basic-password go together");
+    }
+    std::cerr << "taskmill api: warning: --basic-password is visible to every local user (ps); "
+                 "prefer --basic-file or TASKMILL_API_BASIC\n";
+    ParseBasic(a.basic_user + ":" + a.basic_password, "--basic-user/--basic-password", a);
+    if (a.basic_user.find(':') != std::string::npos) Refuse("--basic-user cannot contain ':'");
+  } else if (!basic_file.empty()) {
+    ParseBasic(ReadSecretFile(basic_file, "basic credentials"),
+               fmt::format("the basic credentials file {}", basic_file), a);
+  } else if (env_basic != nullptr) {
+    ParseBasic(env_basic, "TASKMILL_API_BASIC", a);
+  }
 }
 
 // The seed's load client: concurrent GETs with ?timeout=, summing
@@ -95,20 +176,67 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   auto* cmd = app.add_subcommand("api", "Run the REST API server");
   cmd->add_option("--listen", o->listen, "ADDR:PORT to listen on")->capture_default_str();
   cmd->add_option("--name", o->name, "Process name shown in /status/");
-  cmd->add_option("--token", o->token, "Bearer token for requests (or TASKMILL_API_TOKEN)");
-  cmd->add_option("--basic-user", o->basic_user,
-                  "HTTP basic user (or TASKMILL_API_BASIC=user:pass)");
-  cmd->add_option("--basic-password", o->basic_password, "HTTP basic password");
+  auto token_file = std::make_shared<std::string>();
+  auto basic_file = std::make_shared<std::string>();
+  cmd->add_option("--token-file", *token_file,
+                  "File holding the bearer token (or TASKMILL_API_TOKEN)");
+  cmd->add_option("--basic-file", *basic_file,
+                  "File holding USER:PASSWORD for HTTP basic (or TASKMILL_API_BASIC)");
+  cmd->add_option("--token", o->token,
+                  "Bearer token (visible in ps: prefer --token-file or TASKMILL_API_TOKEN)");
+  cmd->add_option("--basic-user", o->basic_user, "HTTP basic user (with --basic-password)");
+  cmd->add_option("--basic-password", o->basic_password,
+                  "HTTP basic password (visible in ps: prefer --basic-file)");
+  cmd->add_option("--tls-cert", o->tls_cert, "PEM certificate (chain) file: serve HTTPS")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--tls-key", o->tls_key, "PEM private key file of --tls-cert")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--insecure-listen", o->insecure_listen,
+                "Allow a non-loopback address without credentials and TLS");
+  cmd->add_option("--public-url", o->public_url,
+                  "SCHEME://HOST[:PORT] put before pagination links (default: relative links)");
   cmd->add_flag("--read-open", o->read_open, "Serve GET endpoints without credentials");
   cmd->add_flag("--enable-test-endpoints", o->test_endpoints,
                 "Serve /api/pulp/test/... (or TASKMILL_TEST_ENDPOINTS=1)");
   cmd->add_option("--threads", o->threads, "HTTP threads (and database connections)")
       ->check(CLI::Range(1, 512))
       ->capture_default_str();
-  cmd->add_option("--max-body-bytes", o->max_body_bytes,
-                  "Largest request body accepted (413 above)")
-      ->check(CLI::Range(static_cast<size_t>(64), static_cast<size_t>(1) << 30))
-      ->capture_default_str();
+  auto& lim = o->http_limits;
+  auto& jlim = o->json_limits;
+  auto size_opt = [&](const char* flag, size_t& v, size_t lo, size_t hi, const char* help) {
+    cmd->add_option(flag, v, help)->check(CLI::Range(lo, hi))->capture_default_str();
+  };
+  auto secs_opt = [&](const char* flag, double& v, const char* help) {
+    cmd->add_option(flag, v, help)->check(CLI::Range(0.05, 86400.0))->capture_default_str();
+  };
+  size_opt("--max-body-bytes", lim.max_body_bytes, 64, size_t{1} << 30,
+           "Largest request body, however sent (413 above)");
+  size_opt("--max-request-line", lim.max_request_line, 64, 1 << 20,
+           "Longest request line in bytes (414 above)");
+  size_opt("--max-header-bytes", lim.max_header_bytes, 64, 1 << 20,
+           "Longest header line in bytes (431 above)");
+  size_opt("--max-head-bytes", lim.max_head_bytes, 256, 1 << 24,
+           "Largest request head (request line and headers) in bytes (431 above)");
+  size_opt("--max-headers", lim.max_headers, 1, 100000, "Most headers in a request (431 above)");
+  secs_opt("--head-timeout", lim.head_timeout,
+           "Seconds from a request's first byte to the end of its head (408 after)");
+  secs_opt("--body-timeout", lim.body_timeout,
+           "Seconds for a request's body after its head (408 after)");
+  secs_opt("--idle-timeout", lim.idle_timeout,
+           "Seconds a connection may wait idle for its next request");
+  secs_opt("--write-timeout", lim.write_timeout, "Seconds to write one answer");
+  size_opt("--max-connections", lim.max_connections, 1, 1000000,
+           "Open connections in all (503 at accept above)");
+  size_opt("--max-connections-per-address", lim.max_connections_per_address, 1, 1000000,
+           "Open connections per client IP address (503 at accept above)");
+  size_opt("--max-requests-per-connection", lim.max_requests_per_connection, 1, 100000000,
+           "Requests on one keep-alive connection before it is closed");
+  size_opt("--max-json-depth", jlim.max_depth, 2, 10000,
+           "Deepest nesting of arrays/objects in a JSON body (400 above)");
+  size_opt("--max-json-string-bytes", jlim.max_string_bytes, 64, size_t{1} << 30,
+           "Longest string in a JSON body (400 above)");
+  size_opt("--max-json-items", jlim.max_items, 1, 100000000,
+           "Most elements of one array or members of one object in a JSON body (400 above)");
   cmd->add_option("--immediate-timeout", o->immediate_timeout, "Time limit of immediate tasks (s)")
       ->check(CLI::Range(0.01, 3600.0))
       ->capture_default_str();
@@ -118,7 +246,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--ttl", o->ttl, "Declared missing after this many silent seconds")
       ->check(CLI::Range(0.2, 86400.0))
       ->capture_default_str();
-  cmd->callback([&options, o] {
+  cmd->callback([&options, o, token_file, basic_file] {
     auto url = ResolveDatabaseUrl(options);
     if (!url.ok()) {
       std::cerr << "taskmill: " << url.error().message << "\n";
@@ -126,17 +254,12 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
     }
     api::ApiOptions a = *o;
     a.database_url = *url;
-    if (a.token.empty()) a.token = Env("TASKMILL_API_TOKEN");
-    if (a.basic_user.empty()) {
-      std::string basic = Env("TASKMILL_API_BASIC");
-      if (auto colon = basic.find(':'); colon != std::string::npos) {
-        a.basic_user = basic.substr(0, colon);
-        a.basic_password = basic.substr(colon + 1);
-      }
-    }
-    if (!a.basic_user.empty() && a.basic_password.empty()) {
-      std::cerr << "taskmill: --basic-user needs --basic-password\n";
-      throw CLI::RuntimeError(2);
+    ResolveCredentials(a, *token_file, *basic_file);
+    if (a.tls_cert.empty() != a.tls_key.empty()) Refuse("--tls-cert and --tls-key go together");
+    while (!a.public_url.empty() && a.public_url.back() == '/') a.public_url.pop_back();
+    if (!a.public_url.empty() && a.public_url.rfind("http://", 0) != 0 &&
+        a.public_url.rfind("https://", 0) != 0) {
+      Refuse("--public-url must start with http:// or https://");
     }
     if (Env("TASKMILL_TEST_ENDPOINTS") == "1") a.test_endpoints = true;
     if (a.ttl <= a.heartbeat_interval) {

@@ -13,7 +13,6 @@
 #include <iostream>
 #include <mutex>
 #include <random>
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -27,6 +26,9 @@
 #include <spdlog/spdlog.h>
 
 #include "api/connection_pool.h"
+#include "api/http/http_server.h"
+#include "api/http/json_limits.h"
+#include "api/http/router.h"
 #include "api/task_query.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
@@ -41,10 +43,12 @@ constexpr const char* kRoot = "/pulp/api/v3/";
 constexpr auto kQueryTimeout = std::chrono::seconds(30);
 constexpr auto kAcquireTimeout = std::chrono::seconds(10);
 
-// An error answer: a status and {"detail": message}.
+// An error answer: a status and {"detail": message}, plus {"limit": flag}
+// when a configured limit was broken.
 struct HttpError {
   int status;
   std::string detail;
+  std::string limit = "";
 };
 
 std::string Hostname() {
@@ -160,22 +164,17 @@ class Server {
   int Run();
 
  private:
-  using Handler =
-      std::function<void(const httplib::Request&, httplib::Response&, const std::smatch&)>;
-  struct Route {
-    std::string method;
-    std::regex pattern;
-    std::string name;  // for metrics
-    bool mutating;
-    Handler handler;
-  };
-
   void AddRoutes();
   void Add(const std::string& method, const std::string& pattern, const std::string& name,
-           bool mutating, Handler h) {
-    routes_.push_back({method, std::regex(pattern), name, mutating, std::move(h)});
+           bool mutating, http::Router::Handler h) {
+    router_.Add(method, pattern, name, mutating, std::move(h));
   }
   void Dispatch(const httplib::Request& req, httplib::Response& res);
+  // Counts a request in /metrics.
+  void Count(const std::string& route, const std::string& method, int status, double secs);
+  // The JSON object body of a request under the configured limits, or an
+  // HttpError.
+  json ParseBody(const httplib::Request& req) const;
   bool Authorized(const httplib::Request& req, bool mutating) const;
 
   // The heartbeat thread: heartbeats, re-registers if declared dead, and
@@ -242,8 +241,8 @@ class Server {
   ApiOptions options_;
   const TaskRegistry& registry_;
   ConnectionPool pool_;
-  httplib::Server http_;
-  std::vector<Route> routes_;
+  std::unique_ptr<http::HttpServer> http_;
+  http::Router router_;
 
   std::shared_ptr<prometheus::Registry> metrics_;
   prometheus::Family<prometheus::Counter>& requests_;
@@ -288,22 +287,27 @@ class InflightMark {
   std::string id_;
 };
 
+// Strings from the request (a path, a parameter name) may hold any bytes:
+// the dump replaces invalid UTF-8 rather than throwing.
 void Reply(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(http::DumpJson(body), "application/json");
 }
 
-void ReplyError(httplib::Response& res, int status, const std::string& detail) {
-  Reply(res, status, json{{"detail", detail}});
+void ReplyError(httplib::Response& res, int status, const std::string& detail,
+                const std::string& limit = "") {
+  json body{{"detail", detail}};
+  if (!limit.empty()) body["limit"] = limit;
+  Reply(res, status, body);
 }
 
-// The JSON body of a request, or an HttpError.
-json ParseBody(const httplib::Request& req) {
+json Server::ParseBody(const httplib::Request& req) const {
   if (req.body.empty()) throw HttpError{400, "a JSON body is required"};
-  auto j = json::parse(req.body, nullptr, false);
-  if (j.is_discarded()) throw HttpError{400, "the body is not valid JSON"};
-  if (!j.is_object()) throw HttpError{400, "the body must be a JSON object"};
-  return j;
+  http::JsonLimitError error;
+  auto j = http::ParseLimitedJson(req.body, options_.json_limits, &error);
+  if (!j) throw HttpError{400, error.detail, error.limit};
+  if (!j->is_object()) throw HttpError{400, "the body must be a JSON object"};
+  return std::move(*j);
 }
 
 QueryParams Query(const httplib::Request& req) {
@@ -317,45 +321,71 @@ std::string RequireUuid(const std::string& id) {
   return id;
 }
 
-bool BasicMatches(const std::string& header, const std::string& user, const std::string& pass) {
-  if (user.empty() || header.rfind("Basic ", 0) != 0) return false;
-  std::string decoded = Base64Decode(header.substr(6));
-  return ConstantTimeEquals(decoded, user + ":" + pass);
+// An Authorization header's scheme (compared case-insensitively, RFC 9110
+// 11.1) and its credentials, without the whitespace around them.
+std::pair<std::string, std::string> SplitAuthorization(const std::string& header) {
+  size_t start = header.find_first_not_of(" \t");
+  if (start == std::string::npos) return {};
+  size_t sp = header.find_first_of(" \t", start);
+  if (sp == std::string::npos) return {header.substr(start), ""};
+  std::string scheme = header.substr(start, sp - start);
+  size_t cred = header.find_first_not_of(" \t", sp);
+  size_t end = header.find_last_not_of(" \t");
+  if (cred == std::string::npos) return {scheme, ""};
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return {scheme, header.substr(cred, end + 1 - cred)};
 }
 
 bool Server::Authorized(const httplib::Request& req, bool mutating) const {
   bool configured = !options_.token.empty() || !options_.basic_user.empty();
   if (!configured) return true;  // loopback only, enforced at start
   if (!mutating && options_.read_open) return true;
-  std::string auth = req.get_header_value("Authorization");
-  if (!options_.token.empty() && auth.rfind("Bearer ", 0) == 0 &&
-      ConstantTimeEquals(auth.substr(7), options_.token)) {
+  auto [scheme, credentials] = SplitAuthorization(req.get_header_value("Authorization"));
+  if (!options_.token.empty() && scheme == "bearer" &&
+      ConstantTimeEquals(credentials, options_.token)) {
     return true;
   }
-  return BasicMatches(auth, options_.basic_user, options_.basic_password);
+  if (!options_.basic_user.empty() && scheme == "basic") {
+    return ConstantTimeEquals(Base64Decode(credentials),
+                              options_.basic_user + ":" + options_.basic_password);
+  }
+  return false;
+}
+
+void Server::Count(const std::string& route, const std::string& method, int status, double secs) {
+  // A method is any token a client sends: only known ones become labels, so
+  // the series stay few.
+  static const std::set<std::string> kMethods = {"GET",  "POST",    "PUT",   "PATCH", "DELETE",
+                                                 "HEAD", "OPTIONS", "TRACE", "-"};
+  const std::string& label = kMethods.count(method) != 0 ? method : "other";
+  requests_.Add({{"route", route}, {"method", label}, {"status", std::to_string(status)}})
+      .Increment();
+  latency_
+      .Add({{"route", route}},
+           prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30})
+      .Observe(secs);
 }
 
 void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
   auto start = std::chrono::steady_clock::now();
   std::string route_name = "unknown";
-  std::vector<std::string> allowed;
   try {
-    const Route* match = nullptr;
-    std::smatch m;
-    for (const auto& r : routes_) {
-      std::smatch mm;
-      if (!std::regex_match(req.path, mm, r.pattern)) continue;
-      allowed.push_back(r.method);
-      if (r.method == req.method && match == nullptr) {
-        match = &r;
-        m = mm;
+    // The path and parameters are decoded bytes; what is not UTF-8 cannot
+    // name anything here, and must not reach JSON or the database.
+    if (!http::IsValidUtf8(req.path)) throw HttpError{400, "the path is not valid UTF-8"};
+    for (const auto& [k, v] : req.params) {
+      if (!http::IsValidUtf8(k) || !http::IsValidUtf8(v)) {
+        throw HttpError{400, "a query parameter is not valid UTF-8"};
       }
     }
-    if (match == nullptr) {
-      if (allowed.empty()) throw HttpError{404, fmt::format("no such path: {}", req.path)};
-      res.set_header("Allow", fmt::format("{}", fmt::join(allowed, ", ")));
+    auto found = router_.Find(req.method, req.path);
+    if (found.route == nullptr) {
+      if (found.allowed.empty()) throw HttpError{404, fmt::format("no such path: {}", req.path)};
+      res.set_header("Allow", fmt::format("{}", fmt::join(found.allowed, ", ")));
       throw HttpError{405, fmt::format("method {} not allowed on {}", req.method, req.path)};
     }
+    const auto* match = found.route;
     route_name = match->name;
     if (!Authorized(req, match->mutating)) {
       // One challenge per scheme configured (RFC 7235 allows several).
@@ -365,9 +395,9 @@ void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
       }
       throw HttpError{401, "authentication credentials were not provided or are wrong"};
     }
-    match->handler(req, res, m);
+    match->handler(req, res, found.captures);
   } catch (const HttpError& e) {
-    ReplyError(res, e.status, e.detail);
+    ReplyError(res, e.status, e.detail, e.limit);
   } catch (const pg::Error& e) {
     if (auto mapped = store::MapSqlError(e)) {
       ReplyError(res, StatusFor(mapped->code), mapped->message);
@@ -387,17 +417,13 @@ void Server::Dispatch(const httplib::Request& req, httplib::Response& res) {
     ReplyError(res, 500, "internal error (logged)");
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  requests_
-      .Add({{"route", route_name}, {"method", req.method}, {"status", std::to_string(res.status)}})
-      .Increment();
-  latency_
-      .Add({{"route", route_name}},
-           prometheus::Histogram::BucketBoundaries{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30})
-      .Observe(secs);
+  Count(route_name, req.method, res.status, secs);
 }
 
+// The Host header is the client's word: links are built from --public-url
+// when it is set, else they are relative references (path and query), which
+// a client resolves against the URL it asked.
 std::string Server::PageLink(const httplib::Request& req, int limit, int offset) const {
-  std::string host = req.get_header_value("Host");
   std::string q;
   for (const auto& [k, v] : req.params) {
     if (k == "limit" || k == "offset") continue;
@@ -405,7 +431,8 @@ std::string Server::PageLink(const httplib::Request& req, int limit, int offset)
                      httplib::detail::encode_query_param(v));
   }
   q += fmt::format("limit={}&offset={}", limit, offset);
-  return fmt::format("http://{}{}?{}", host, req.path, q);
+  // req.path matched a list route: a fixed path, nothing to encode.
+  return fmt::format("{}{}?{}", options_.public_url, req.path, q);
 }
 
 void Server::ListTasks(const httplib::Request& req, httplib::Response& res) {
@@ -1183,12 +1210,11 @@ int64_t Server::IngestImmediateOneConnection(pg::Connection& conn, Deadline end,
 }
 
 void Server::AddRoutes() {
-  const std::string id = "([^/]+)";
+  const std::string id = "{}";
   const std::string r = "/pulp/api/v3/";
   auto with_id = [](auto fn) {
-    return [fn](const httplib::Request& req, httplib::Response& res, const std::smatch& m) {
-      fn(req, res, m[1].str());
-    };
+    return [fn](const httplib::Request& req, httplib::Response& res,
+                const std::vector<std::string>& captures) { fn(req, res, captures.at(0)); };
   };
   Add("GET", r + "tasks/", "tasks", false,
       [this](auto& req, auto& res, auto&) { ListTasks(req, res); });
@@ -1286,14 +1312,45 @@ int Server::Run() {
     std::cerr << "taskmill api: bad port in --listen " << options_.listen << "\n";
     return 2;
   }
-  if (options_.token.empty() && options_.basic_user.empty() && !IsLoopback(host)) {
-    std::cerr << "taskmill api: refusing to listen on " << host
-              << " without credentials: set --token (or TASKMILL_API_TOKEN) or basic "
-                 "credentials, or listen on a loopback address\n";
+  // Judged on the address it resolves to and will be bound: a name that
+  // merely starts with "127." is not loopback.
+  http::ListenAddress address;
+  if (auto e = http::ResolveListenAddress(host, port, &address); !e.empty()) {
+    std::cerr << "taskmill api: --listen " << options_.listen << ": " << e << "\n";
     return 2;
   }
-  if (options_.token.empty() && options_.basic_user.empty()) {
-    spdlog::warn("no credentials configured: every endpoint is open to local clients");
+  bool credentials = !options_.token.empty() || !options_.basic_user.empty();
+  bool tls = !options_.tls_cert.empty();
+  if (!address.loopback && !options_.insecure_listen && (!credentials || !tls)) {
+    std::cerr << "taskmill api: refusing to listen on " << address.text
+              << " (not a loopback address) without "
+              << (!credentials && !tls ? "credentials and TLS"
+                  : !credentials       ? "credentials"
+                                       : "TLS")
+              << ": set --token-file (or TASKMILL_API_TOKEN) or basic credentials, and "
+                 "--tls-cert/--tls-key; or listen on a loopback address; or pass "
+                 "--insecure-listen\n";
+    return 2;
+  }
+  if (!credentials) {
+    spdlog::warn("no credentials configured: every endpoint is open to {} clients",
+                 address.loopback ? "local" : "all");
+  }
+  http::HttpServerOptions http_options;
+  http_options.limits = options_.http_limits;
+  http_options.threads = options_.threads;
+  http_options.tls_cert = options_.tls_cert;
+  http_options.tls_key = options_.tls_key;
+  http_ = std::make_unique<http::HttpServer>(
+      http_options,
+      [this](const httplib::Request& req, httplib::Response& res) { Dispatch(req, res); },
+      // Requests the front refused (limits, malformed) are counted too.
+      [this](const std::string& method, int status) {
+        Count(method.empty() ? "connection" : "rejected", method.empty() ? "-" : method, status, 0);
+      });
+  if (auto e = http_->Listen(address); !e.empty()) {
+    std::cerr << "taskmill api: " << e << "\n";
+    return 2;
   }
 
   // Register, so that immediate tasks have an owner the janitor can judge.
@@ -1320,55 +1377,8 @@ int Server::Run() {
   std::signal(SIGPIPE, SIG_IGN);
 
   AddRoutes();
-  int threads = options_.threads;
-  http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  http_.set_tcp_nodelay(true);
-  http_.set_payload_max_length(options_.max_body_bytes);
-  http_.set_read_timeout(30, 0);
-  http_.set_write_timeout(30, 0);
-  http_.set_keep_alive_max_count(1000);
-  auto handler = [this](const httplib::Request& req, httplib::Response& res) {
-    Dispatch(req, res);
-  };
-  http_.Get(".*", handler);
-  http_.Post(".*", handler);
-  http_.Put(".*", handler);
-  http_.Patch(".*", handler);
-  http_.Delete(".*", handler);
-  http_.Options(".*", handler);
-  // Errors httplib answers itself (413, 400 for a bad request line, ...)
-  // get a JSON body too.
-  http_.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) {
-      std::string msg = res.status == 413   ? "request body too large"
-                        : res.status == 404 ? "not found"
-                        : res.status == 400 ? "bad request"
-                                            : fmt::format("HTTP error {}", res.status);
-      ReplyError(res, res.status, msg);
-    }
-  });
-
-  // httplib 0.11 listens with a backlog of 5: with the cores busy, a burst
-  // of more simultaneous connects than that (ten ingestion clients at once)
-  // had handshakes dropped and retried a second later. The last socket the
-  // options callback sees is the one that was bound; listen() again on it
-  // only raises the backlog.
-  int listen_fd = -1;
-  http_.set_socket_options([&listen_fd](socket_t sock) {
-    httplib::default_socket_options(sock);
-    listen_fd = sock;
-  });
-  if (!http_.bind_to_port(host, port)) {
-    std::cerr << "taskmill api: cannot listen on " << options_.listen << "\n";
-    return 2;
-  }
-  // The callback refers to this frame's listen_fd: not kept past here.
-  http_.set_socket_options(httplib::default_socket_options);
-  if (listen_fd < 0 || ::listen(listen_fd, SOMAXCONN) != 0) {
-    spdlog::warn("API: could not raise the listen backlog ({})", std::strerror(errno));
-  }
-  spdlog::info("API {} listening on http://{} ({} threads, app {}){}", options_.name,
-               options_.listen, threads, app_id_,
+  spdlog::info("API {} listening on {}://{} ({} threads, app {}){}", options_.name,
+               tls ? "https" : "http", address.text, options_.threads, app_id_,
                options_.test_endpoints ? "; test endpoints ON" : "");
 
   std::thread heartbeat([this] { Heartbeats(); });
@@ -1377,19 +1387,17 @@ int Server::Run() {
     sigwait(&mask, &sig);
     if (stopping_.exchange(true)) return;  // woken by Run() itself
     spdlog::info("signal {}: no new requests; finishing those in flight, then exiting", sig);
-    // stop() is a no-op until the listener runs: repeat until it has ended.
-    while (!listen_done_) {
-      http_.stop();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    http_->Stop();
   });
   // Returns once stopped and every request in flight has been answered (its
-  // thread pool is drained and joined). Heartbeats go on until then: a long
+  // workers are drained and joined). Heartbeats go on until then: a long
   // request (an ingestion run) must not get this process declared dead.
-  bool listened = http_.listen_after_bind();
+  http_->Run();
+  bool listened = true;
   listen_done_ = true;
   if (!stopping_.exchange(true)) {
     spdlog::error("the HTTP server stopped on its own");
+    listened = false;
     pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread
   }
   signals.join();
@@ -1407,10 +1415,6 @@ int Server::Run() {
 }
 
 }  // namespace
-
-bool IsLoopback(const std::string& host) {
-  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
-}
 
 int RunApiServer(const ApiOptions& options, const TaskRegistry& registry) {
   Server server(options, registry);

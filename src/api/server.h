@@ -2,8 +2,9 @@
 // immediate tasks run in the request thread, and the task-ingestion test
 // endpoints of the seed's test plan.
 //
-// The server is one process. It owns its HTTP listener (cpp-httplib, a
-// thread pool sized to the connections it serves), a pool of database
+// The server is one process. It owns its HTTP front (src/api/http/: one
+// reactor thread for every connection and a pool of worker threads that run
+// the requests, so slow clients cannot take the workers), a pool of database
 // connections (one per server thread, src/api/connection_pool.h), and an app
 // row (app_type "api") heartbeated by a thread of its own, so that an
 // immediate task left behind by a killed API process is cleaned up like a
@@ -17,13 +18,15 @@
 
 #include <string>
 
+#include "api/http/http_server.h"
+#include "api/http/json_limits.h"
 #include "taskmill/registry.h"
 
 namespace taskmill::api {
 
 struct ApiOptions {
   std::string database_url;
-  std::string listen = "127.0.0.1:24817";  // ADDR:PORT
+  std::string listen = "127.0.0.1:24817";  // ADDR:PORT (a name is resolved; the first address)
   std::string name;                        // default "api-<pid>@<host>"
   // Credentials for mutating endpoints (and reads unless read_open): a bearer
   // token, and/or HTTP basic user and password.
@@ -33,18 +36,25 @@ struct ApiOptions {
   bool read_open = false;
   bool test_endpoints = false;
   int threads = 16;
-  size_t max_body_bytes = 1 << 20;
   double immediate_timeout = 5.0;
   double heartbeat_interval = 5.0;
   double ttl = 30.0;
+  // TLS: PEM files; both or neither.
+  std::string tls_cert;
+  std::string tls_key;
+  // Allows a non-loopback address without credentials and TLS.
+  bool insecure_listen = false;
+  // Scheme and authority put before pagination links ("https://host:port");
+  // empty: links are relative (path and query).
+  std::string public_url;
+  http::HttpLimits http_limits;  // its max_body_bytes is the body limit
+  http::JsonLimits json_limits;
 };
 
 // Runs the server until SIGINT/SIGTERM; returns the exit code. Prints a
-// clear error and returns non-zero if it cannot start (bad address, no
-// credentials on a non-loopback address, database unusable).
+// clear error and returns non-zero if it cannot start: 2 for a bad or busy
+// address, a non-loopback address without credentials and TLS (unless
+// insecure_listen), unusable TLS files; 5 if the database is unusable.
 int RunApiServer(const ApiOptions& options, const TaskRegistry& registry);
-
-// True for 127.0.0.0/8, ::1 and "localhost".
-bool IsLoopback(const std::string& host);
 
 }  // namespace taskmill::api

@@ -1,6 +1,6 @@
 #include "api/task_query.h"
 
-#include <regex>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -10,12 +10,25 @@ namespace taskmill::api {
 
 namespace {
 
-const std::regex kUuid(
-    "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}");
-// ISO 8601 dates and date-times, as Pulp accepts them. Groups: year, month,
-// day, hour, minute, second, fraction, zone.
-const std::regex kDate(
-    R"((\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?)?(Z|z|[+-]\d{2}(?::?\d{2})?)?)");
+// Hand-written matchers instead of std::regex: libstdc++'s regex recurses
+// per character and overflows the stack on long input (a 30,000-character
+// task_group killed the API).
+bool IsHex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// `n` digits at `s[*pos]`, advancing; -1 (and no advance) if not there.
+int Digits(const std::string& s, size_t* pos, size_t n) {
+  if (*pos + n > s.size()) return -1;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!IsDigit(s[*pos + i])) return -1;
+    v = v * 10 + (s[*pos + i] - '0');
+  }
+  *pos += n;
+  return v;
+}
 
 const std::map<std::string, std::string> kOrderable = {{"pulp_created", "created_at"},
                                                        {"name", "name"},
@@ -53,37 +66,78 @@ std::vector<std::string> SplitComma(const std::string& s) {
   return out;
 }
 
-bool IsUuid(const std::string& s) { return std::regex_match(s, kUuid); }
+bool IsUuid(const std::string& s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !IsHex(s[i])) return false;
+  }
+  return true;
+}
 
 std::optional<std::string> NormalizeDate(const std::string& text) {
-  std::smatch m;
-  if (!std::regex_match(text, m, kDate)) return std::nullopt;
-  auto num = [&](int i) { return m[i].matched ? std::stoi(m[i].str()) : 0; };
-  int year = num(1), month = num(2), day = num(3), hour = num(4), minute = num(5), second = num(6);
+  // YYYY-MM-DD[(T| )hh:mm[:ss[.ffffff]]][Z|z|(+|-)hh[[:]mm]], all of it.
+  size_t pos = 0;
+  int year = Digits(text, &pos, 4);
+  if (year < 0 || pos >= text.size() || text[pos++] != '-') return std::nullopt;
+  int month = Digits(text, &pos, 2);
+  if (month < 0 || pos >= text.size() || text[pos++] != '-') return std::nullopt;
+  int day = Digits(text, &pos, 2);
+  if (day < 0) return std::nullopt;
+  int hour = 0, minute = 0, second = 0;
+  std::string fraction;
+  if (pos < text.size() && (text[pos] == 'T' || text[pos] == ' ')) {
+    ++pos;
+    hour = Digits(text, &pos, 2);
+    if (hour < 0 || pos >= text.size() || text[pos++] != ':') return std::nullopt;
+    minute = Digits(text, &pos, 2);
+    if (minute < 0) return std::nullopt;
+    if (pos < text.size() && text[pos] == ':') {
+      ++pos;
+      second = Digits(text, &pos, 2);
+      if (second < 0) return std::nullopt;
+      if (pos < text.size() && text[pos] == '.') {
+        size_t start = pos++;
+        while (pos < text.size() && IsDigit(text[pos]) && pos - start <= 6) ++pos;
+        if (pos - start < 2 || (pos < text.size() && IsDigit(text[pos]))) return std::nullopt;
+        fraction = text.substr(start, pos - start);
+      }
+    }
+  }
+  std::string zone = "+00:00";
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
+    ++pos;
+  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    char sign = text[pos++];
+    int zh = Digits(text, &pos, 2), zm = 0;
+    if (zh < 0) return std::nullopt;
+    if (pos < text.size()) {
+      if (text[pos] == ':') ++pos;
+      zm = Digits(text, &pos, 2);
+      if (zm < 0) return std::nullopt;
+    }
+    if (zh > 14 || zm > 59) return std::nullopt;
+    zone = fmt::format("{}{:02}:{:02}", sign, zh, zm);
+  }
+  if (pos != text.size()) return std::nullopt;
   static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   if (year < 1 || month < 1 || month > 12 || day < 1 || day > kDays[month - 1]) return std::nullopt;
   bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
   if (month == 2 && day == 29 && !leap) return std::nullopt;
   if (hour > 23 || minute > 59 || second > 59) return std::nullopt;
-  std::string zone = "+00:00";
-  if (m[8].matched && m[8].str() != "Z" && m[8].str() != "z") {
-    std::string z = m[8].str();
-    int zh = std::stoi(z.substr(1, 2));
-    int zm = z.size() > 3 ? std::stoi(z.substr(z.size() - 2)) : 0;
-    if (zh > 14 || zm > 59) return std::nullopt;
-    zone = fmt::format("{}{:02}:{:02}", z[0], zh, zm);
-  }
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}{}", year, month, day, hour, minute,
-                     second, m[7].matched ? m[7].str() : "", zone);
+                     second, fraction, zone);
 }
 
 std::optional<std::string> UuidFromRef(const std::string& ref) {
-  std::smatch m;
-  if (std::regex_match(ref, kUuid)) return ref;
-  static const std::regex kHref(
-      R"(.*/([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})/?)");
-  if (std::regex_match(ref, m, kHref)) return m[1].str();
-  return std::nullopt;
+  if (IsUuid(ref)) return ref;
+  // An href: ".../<uuid>" or ".../<uuid>/".
+  std::string_view r(ref);
+  if (!r.empty() && r.back() == '/') r.remove_suffix(1);
+  if (r.size() < 37 || r[r.size() - 37] != '/') return std::nullopt;
+  std::string id(r.substr(r.size() - 36));
+  if (!IsUuid(id)) return std::nullopt;
+  return id;
 }
 
 Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
