@@ -1,5 +1,8 @@
 #include "api/immediate.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <system_error>
 
@@ -27,8 +30,15 @@ ImmediateRunner::ImmediateRunner(const TaskRegistry& registry, double timeout_se
     : registry_(registry),
       timeout_seconds_(timeout_seconds),
       max_overdue_(max_overdue),
-      record_(std::move(record)),
-      reaper_([this] { Reap(); }) {}
+      record_(std::move(record)) {
+  // The process's signals are for the thread that waits for them: this one
+  // is started with every signal blocked, whoever constructs it and when.
+  sigset_t all, before;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &before);
+  reaper_ = std::thread([this] { Reap(); });
+  pthread_sigmask(SIG_SETMASK, &before, nullptr);
+}
 
 ImmediateRunner::~ImmediateRunner() {
   {
