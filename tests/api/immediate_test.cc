@@ -85,8 +85,9 @@ class ImmediateTest : public ::testing::Test {
     auto r = c.Get("/pulp/api/v3/status/");
     return r && r->status == 200;
   }
-  void StartWorker() {
-    workers_.push_back(testing::StartWorker(db_, fmt::format("w{}", workers_.size()), {}, &logs_));
+  void StartWorker(std::vector<std::string> extra = {}) {
+    workers_.push_back(
+        testing::StartWorker(db_, fmt::format("w{}", workers_.size()), extra, &logs_));
   }
 
   httplib::Result Post(const json& body) {
@@ -150,9 +151,15 @@ class ImmediateTest : public ::testing::Test {
 
 // Finding 1: a second task on the resource of a timed-out immediate task ran
 // while the first one's function was still running.
+// Liveness is short here and the worker is a janitor: the API must go on
+// heartbeating while it holds the overdue task, or the janitor would fail it
+// ("gone missing") and release its resource early.
 TEST_F(ImmediateTest, ATimedOutTaskKeepsItsResourceUntilItsFunctionReturns) {
-  StartApi({"--immediate-timeout", "0.3"});
-  StartWorker();
+  const std::vector<std::string> liveness = {"--heartbeat-interval", "0.2", "--ttl", "1"};
+  std::vector<std::string> api_flags = {"--immediate-timeout", "0.3"};
+  api_flags.insert(api_flags.end(), liveness.begin(), liveness.end());
+  StartApi(api_flags);
+  StartWorker(liveness);
   auto first = Dispatch({{"name", "test.sleep"},
                          {"kwargs", {{"seconds", 3}, {"ignore_cancel", true}, {"times", times_}}},
                          {"immediate", true},
