@@ -152,6 +152,33 @@ TEST_F(MisbehavingTaskTest, AStubbornImmediateTaskOnTheThreadKeepsItsResourceUnt
   EXPECT_TRUE(w.running());
 }
 
+// A stubborn task on a worker's thread (--in-process) at a SIGINT shutdown:
+// the worker neither hangs nor _exits from library code; it gives up on the
+// thread after its grace and exits 1 without deregistering, so the task
+// keeps its resource until the janitor finds the process gone.
+TEST_F(MisbehavingTaskTest, SigintLeavesAStubbornThreadToTheJanitor) {
+  const std::vector<std::string> liveness = {"--heartbeat-interval", "0.2", "--ttl", "1"};
+  std::vector<std::string> flags = {"--in-process", "--grace", "0.2", "--cancel-grace", "0.2"};
+  flags.insert(flags.end(), liveness.begin(), liveness.end());
+  auto& w = StartWorker(flags);
+  auto stubborn =
+      Dispatch("test.sleep", {{"seconds", 600}, {"ignore_cancel", true}, {"times", times_}}, {"S"});
+  auto next = Dispatch("taskmill.noop", nlohmann::json::object(), {"S"});
+  ASSERT_TRUE(WaitFor([&] { return Times().count(stubborn + " start") == 1; }, kTimeout));
+  ASSERT_TRUE(w.Signal(SIGINT));
+  auto status = w.Wait(DeadlineIn(20s));
+  ASSERT_TRUE(status.has_value()) << "the worker hangs on its stubborn thread";
+  EXPECT_EQ(ExitCodeOf(*status), 1);
+  // Not deregistered, nothing recorded: the task still holds its resource.
+  EXPECT_EQ(Get(stubborn).state, TaskState::kRunning);
+  EXPECT_EQ(Get(next).state, TaskState::kWaiting);
+  StartWorker(liveness);  // the janitor
+  ASSERT_TRUE(WaitFinal(stubborn));
+  EXPECT_EQ(Get(stubborn).state, TaskState::kFailed);
+  ASSERT_TRUE(WaitFinal(next));
+  EXPECT_EQ(Get(next).state, TaskState::kCompleted);
+}
+
 // The stock program: no taskmill.crash, and taskmill.sleep writes no file
 // whatever its kwargs say.
 TEST_F(MisbehavingTaskTest, TheStockProgramCannotCrashOrWriteFiles) {
