@@ -215,6 +215,24 @@ TEST_F(ImmediateTest, OverdueRunsAreBoundedAndTheirThreadsEnd) {
   EXPECT_EQ(State(again), "completed");
 }
 
+// SIGTERM with an overdue task: the API waits for its function, records it,
+// deregisters and exits 0; nothing on its resource started before.
+TEST_F(ImmediateTest, SigtermWaitsForAnOverdueTaskAndRecordsIt) {
+  StartApi({"--immediate-timeout", "0.2"});
+  auto overdue = Dispatch({{"name", "test.sleep"},
+                           {"kwargs", {{"seconds", 2}, {"ignore_cancel", true}, {"times", times_}}},
+                           {"immediate", true},
+                           {"exclusive_resources", {"Z"}}});
+  EXPECT_EQ(State(overdue), "running");
+  ASSERT_TRUE(api_.Signal(SIGTERM));
+  auto status = api_.Wait(DeadlineIn(30s));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(ExitCodeOf(*status), 0);
+  EXPECT_EQ(State(overdue), "failed");
+  EXPECT_LE(Times()[overdue + " end"], Micros(overdue, "finished_at"));
+  EXPECT_EQ(conn_.Exec("SELECT count(*) FROM taskmill.app", DeadlineIn(30s)).GetInt(0, 0), 0);
+}
+
 // Finding 3: an immediate crash killed (SIGSEGV) or froze (SIGSTOP) the API.
 // test.crash is not inline_ok: it goes to a worker, which runs it in a child.
 TEST_F(ImmediateTest, AnImmediateCrashNeverRunsInTheApiProcess) {
