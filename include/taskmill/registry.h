@@ -40,24 +40,46 @@ class TaskContext {
 using TaskFunction = std::function<nlohmann::json(const nlohmann::json& args,
                                                   const nlohmann::json& kwargs, TaskContext& ctx)>;
 
+// How a function may be run, declared when it is registered.
+struct FunctionOptions {
+  // The function may run on a thread of a long-lived process that serves
+  // others: the API server (immediate tasks) and a worker (immediate tasks
+  // without a child process). Declare it only for a function that cannot
+  // crash, stop or otherwise damage its process, and that returns soon after
+  // TaskContext::canceled() turns true (a thread cannot be killed: past its
+  // timeout, its task keeps its resources until it returns). A function
+  // without it always runs in a worker's child process (with --in-process, on
+  // a worker's thread, as the operator asked), even when dispatched
+  // immediate.
+  bool inline_ok = false;
+};
+
 class TaskRegistry {
  public:
-  // Registers `fn` under `name` (replacing an earlier one).
-  void Register(const std::string& name, TaskFunction fn);
+  // Registers `fn` under `name` (replacing an earlier one and its options).
+  void Register(const std::string& name, TaskFunction fn, FunctionOptions options = {});
+  // The function registered under `name`, or nullptr. The pointer stays
+  // valid while the registry lives and is not changed.
   const TaskFunction* Find(const std::string& name) const;
+  // The options `name` was registered with; nullopt if it is not registered.
+  std::optional<FunctionOptions> OptionsOf(const std::string& name) const;
   std::vector<std::string> Names() const;
 
  private:
-  std::map<std::string, TaskFunction> functions_;
+  struct Entry {
+    TaskFunction fn;
+    FunctionOptions options;
+  };
+  std::map<std::string, Entry> functions_;
 };
 
-// The stock functions, used by tests, demos and benchmarks:
+// The stock functions, used by demos and benchmarks; all four are declared
+// inline_ok:
 //   taskmill.noop   does nothing, returns null
-//   taskmill.sleep  kwarg `seconds` (number); polls for cancellation
+//   taskmill.sleep  kwarg `seconds` (number, 0 to 604800); polls for
+//                   cancellation every 10 ms
 //   taskmill.echo   returns {"args": args, "kwargs": kwargs}
 //   taskmill.fail   kwarg `message`: fails with that description
-//   taskmill.crash  kills its own process with a signal (kwarg `signal`,
-//                   default SIGSEGV); in a child process the worker lives on
 void RegisterBuiltins(TaskRegistry& registry);
 
 }  // namespace taskmill

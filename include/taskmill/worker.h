@@ -4,8 +4,12 @@
 // the next ready task (immediate ones first), run it, record the outcome.
 // Ordinary tasks run in a forked child process (a crash or leak in the task
 // cannot hurt the worker; the child gets SIGKILL if the worker dies); with
-// in_process they run on a thread of the worker. Immediate tasks always run
-// in the worker's own process, under immediate_timeout.
+// in_process they run on a thread of the worker. Immediate tasks run under
+// immediate_timeout, on a thread if their function is registered inline_ok,
+// else in a child. A task on a thread that outlives its timeout or cancel
+// keeps its resources (and the worker, which claims nothing else) until the
+// function returns: a thread cannot be killed. A child that stops (SIGSTOP
+// and the like) is killed and its task failed.
 //
 // Waking: a ready task wakes one idle worker through a NOTIFY on that
 // worker's own channel, received on a connection used only for LISTEN. The
@@ -57,8 +61,10 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
   ~Worker();
 
-  // Runs until stopped; returns the process exit code. Installs handlers for
-  // SIGTERM and SIGINT for its duration.
+  // Runs until stopped; returns the process exit code (1 if it had to leave
+  // a task's thread running at shutdown: it then did not deregister, and
+  // the janitor fails the task once this process is gone). Installs
+  // handlers for SIGTERM and SIGINT for its duration.
   int Run();
 
  private:

@@ -240,6 +240,11 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
   cmd->add_option("--immediate-timeout", o->immediate_timeout, "Time limit of immediate tasks (s)")
       ->check(CLI::Range(0.01, 3600.0))
       ->capture_default_str();
+  cmd->add_option("--max-overdue-immediate", o->max_overdue_immediate,
+                  "Immediate tasks past their timeout still running here, at most; beyond, "
+                  "immediate tasks go to workers")
+      ->check(CLI::Range(0, 4096))
+      ->capture_default_str();
   cmd->add_option("--heartbeat-interval", o->heartbeat_interval, "Seconds between heartbeats")
       ->check(CLI::Range(0.05, 3600.0))
       ->capture_default_str();

@@ -29,6 +29,7 @@
 #include "api/http/http_server.h"
 #include "api/http/json_limits.h"
 #include "api/http/router.h"
+#include "api/immediate.h"
 #include "api/task_query.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
@@ -42,6 +43,8 @@ using nlohmann::json;
 constexpr const char* kRoot = "/pulp/api/v3/";
 constexpr auto kQueryTimeout = std::chrono::seconds(30);
 constexpr auto kAcquireTimeout = std::chrono::seconds(10);
+// At shutdown, how long overdue immediate tasks are waited for.
+constexpr auto kOverdueShutdownGrace = std::chrono::seconds(30);
 
 // An error answer: a status and {"detail": message}, plus {"limit": flag}
 // when a configured limit was broken.
@@ -157,7 +160,12 @@ class Server {
                          .Name("taskmill_api_db_connections_opened")
                          .Help("Database connections opened by the pool (reconnects included)")
                          .Register(*metrics_)
-                         .Add({})) {
+                         .Add({})),
+        immediate_runs_(registry_, options_.immediate_timeout,
+                        static_cast<size_t>(options_.max_overdue_immediate),
+                        [this](const Task& task, const worker::Outcome& outcome) {
+                          return RecordOverdue(task, outcome);
+                        }) {
     if (options_.name.empty()) options_.name = fmt::format("api-{}@{}", getpid(), Hostname());
   }
 
@@ -212,7 +220,7 @@ class Server {
   void IngestTasks(const httplib::Request& req, httplib::Response& res, int mode);
 
   // Dispatches (and, if immediate and free, runs) one task. Returns its id.
-  Result<std::string> DispatchOne(pg::Connection& conn, const DispatchRequest& request);
+  Result<std::string> DispatchOne(pg::Connection& conn, const DispatchRequest& original);
   // Runs an immediate task this process (as `app_id`) owns, records the
   // outcome and unblocks the tasks behind it. Returns the final state.
   TaskState RunImmediate(pg::Connection& conn, const Task& task, const std::string& app_id);
@@ -231,9 +239,8 @@ class Server {
   int64_t IngestImmediateOneConnection(pg::Connection& conn, Deadline end, const std::string& cid);
   int64_t IngestImmediateTwoConnections(pg::Connection& conn, pg::Connection& recorder,
                                         Deadline end, const std::string& cid);
-  std::chrono::milliseconds ImmediateTimeout() const {
-    return std::chrono::milliseconds(static_cast<int64_t>(options_.immediate_timeout * 1000));
-  }
+  // Records an overdue immediate task once its function has returned.
+  std::optional<TaskState> RecordOverdue(const Task& task, const worker::Outcome& outcome);
 
   json GroupJson(pg::Connection& conn, const std::string& id);
   std::string PageLink(const httplib::Request& req, int limit, int offset) const;
@@ -250,6 +257,8 @@ class Server {
   prometheus::Family<prometheus::Counter>& dispatched_;
   prometheus::Family<prometheus::Counter>& immediate_;
   prometheus::Gauge& pool_opened_;
+  // After everything it records through (the pool, the metrics).
+  ImmediateRunner immediate_runs_;
 
   std::mutex app_mu_;
   std::string app_id_;  // under app_mu_
@@ -559,16 +568,27 @@ void Server::PurgeTasks(const httplib::Request& req, httplib::Response& res) {
   Reply(res, 200, json{{"deleted", r.GetInt(0, 0)}});
 }
 
-Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequest& request) {
+Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequest& original) {
+  // An immediate task runs here only if its function is declared safe to
+  // run in this process and not too many overdue ones are still running;
+  // otherwise it waits for a worker, as a deferred one would.
+  bool run_inline = original.immediate && immediate_runs_.MayRunInline(original.name);
+  const DispatchRequest* request = &original;
+  DispatchRequest for_workers;
+  if (original.immediate && !run_inline && !original.deferred) {
+    for_workers = original;
+    for_workers.deferred = true;
+    request = &for_workers;
+  }
   std::optional<std::string> run_here;
-  if (request.immediate) run_here = AppId();
-  auto out = store::DispatchTask(conn, request, run_here, DeadlineIn(kQueryTimeout));
+  if (run_inline) run_here = AppId();
+  auto out = store::DispatchTask(conn, *request, run_here, DeadlineIn(kQueryTimeout));
   if (!out.ok() && run_here && out.error().code == ErrorCode::kConflict &&
       !store::Heartbeat(conn, *run_here, DeadlineIn(kQueryTimeout))) {
     // We were declared dead (our row is gone, so dispatch refused us as the
     // owner): register again and dispatch once more.
     run_here = ReRegister(conn, *run_here);
-    out = store::DispatchTask(conn, request, run_here, DeadlineIn(kQueryTimeout));
+    out = store::DispatchTask(conn, *request, run_here, DeadlineIn(kQueryTimeout));
   }
   if (!out.ok()) {
     // A task group or parent that does not exist is a bad request body, not
@@ -579,18 +599,19 @@ Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequ
     return out.error();
   }
   dispatched_.Add({}).Increment();
-  if (request.immediate) {
-    if (out->state == TaskState::kRunning) {
+  if (request->immediate) {
+    if (run_here && out->state == TaskState::kRunning) {
       Task task;
       task.id = out->id;
-      task.name = request.name;
-      task.args = request.args;
-      task.kwargs = request.kwargs;
-      task.exclusive_resources = request.exclusive_resources;
-      task.shared_resources = request.shared_resources;
+      task.name = request->name;
+      task.args = request->args;
+      task.kwargs = request->kwargs;
+      task.exclusive_resources = request->exclusive_resources;
+      task.shared_resources = request->shared_resources;
       task.immediate = true;
-      task.deferred = request.deferred;
+      task.deferred = request->deferred;
       task.state = TaskState::kRunning;
+      task.app_lock = run_here;
       RunImmediate(conn, task, *run_here);
     } else {
       immediate_.Add({{"outcome", out->state == TaskState::kCanceled ? "refused" : "deferred"}})
@@ -602,10 +623,23 @@ Result<std::string> Server::DispatchOne(pg::Connection& conn, const DispatchRequ
 
 TaskState Server::RunImmediate(pg::Connection& conn, const Task& task, const std::string& app_id) {
   InflightMark mark(inflight_mu_, inflight_, task.id);
-  worker::Outcome o = worker::RunWithTimeout(registry_, task, ImmediateTimeout(), nullptr);
-  auto final_state = FinishImmediate(conn, task.id, app_id, o);
-  TaskState st = final_state.value_or(o.state);
+  auto o = immediate_runs_.Run(task);
+  if (!o) {
+    // Still running past its timeout: recorded when it returns.
+    immediate_.Add({{"outcome", "overdue"}}).Increment();
+    return TaskState::kRunning;
+  }
+  auto final_state = FinishImmediate(conn, task.id, app_id, *o);
+  TaskState st = final_state.value_or(o->state);
   immediate_.Add({{"outcome", std::string(TaskStateName(st))}}).Increment();
+  return st;
+}
+
+std::optional<TaskState> Server::RecordOverdue(const Task& task, const worker::Outcome& outcome) {
+  auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
+  auto st = FinishImmediate(*conn, task.id, task.app_lock.value_or(""), outcome);
+  immediate_.Add({{"outcome", std::string(TaskStateName(st.value_or(outcome.state)))}})
+      .Increment();
   return st;
 }
 
@@ -671,6 +705,7 @@ void Server::SweepLostImmediates(pg::Connection& conn) {
       std::lock_guard<std::mutex> lock(inflight_mu_);
       if (inflight_.count(id) != 0) continue;
     }
+    if (immediate_runs_.Owns(id)) continue;
     worker::Outcome lost;
     lost.state = TaskState::kFailed;
     lost.error = {{"description",
@@ -1116,10 +1151,11 @@ int64_t Server::IngestImmediateTwoConnections(pg::Connection& conn, pg::Connecti
         task.immediate = true;
         task.deferred = false;
         task.state = TaskState::kRunning;
+        task.app_lock = app_id;
         auto mark = std::make_unique<InflightMark>(inflight_mu_, inflight_, task.id);
-        ran.push_back(PendingOutcome{
-            task.id, worker::RunWithTimeout(registry_, task, ImmediateTimeout(), nullptr),
-            std::move(mark)});
+        auto outcome = immediate_runs_.Run(task);
+        if (!outcome) continue;  // overdue: recorded when it returns
+        ran.push_back(PendingOutcome{task.id, std::move(*outcome), std::move(mark)});
       }
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -1195,9 +1231,11 @@ int64_t Server::IngestImmediateOneConnection(pg::Connection& conn, Deadline end,
       task.immediate = true;
       task.deferred = false;
       task.state = TaskState::kRunning;
+      task.app_lock = app_id;
       auto mark = std::make_unique<InflightMark>(inflight_mu_, inflight_, task.id);
-      prev = Pending{task.id, worker::RunWithTimeout(registry_, task, ImmediateTimeout(), nullptr),
-                     std::move(mark)};
+      auto outcome = immediate_runs_.Run(task);
+      if (!outcome) continue;  // overdue: recorded when it returns
+      prev = Pending{task.id, std::move(*outcome), std::move(mark)};
     }
   } catch (const pg::Error&) {
     // Record the task that ran (a finish that already committed is a no-op
@@ -1401,12 +1439,24 @@ int Server::Run() {
     pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread
   }
   signals.join();
+  // Overdue immediate tasks hold their resources until their functions
+  // return; heartbeats go on meanwhile. Any still running after the grace
+  // keep them until this process is gone and the janitor finds it missing:
+  // no deregistering then.
+  size_t overdue_left = immediate_runs_.Drain(DeadlineIn(kOverdueShutdownGrace));
   heartbeat_stop_ = true;
   stop_cv_.notify_all();
   heartbeat.join();
   try {
-    auto conn = pool_.Acquire(DeadlineIn(std::chrono::seconds(5)));
-    store::DeregisterApp(*conn, AppId(), DeadlineIn(std::chrono::seconds(5)));
+    if (overdue_left == 0) {
+      auto conn = pool_.Acquire(DeadlineIn(std::chrono::seconds(5)));
+      store::DeregisterApp(*conn, AppId(), DeadlineIn(std::chrono::seconds(5)));
+    } else {
+      spdlog::error(
+          "exiting with {} immediate task(s) still running past their timeout; they are "
+          "failed once the janitor declares this process missing",
+          overdue_left);
+    }
   } catch (const pg::Error& e) {
     spdlog::warn("could not deregister ({}); the janitor will remove this process", e.what());
   }

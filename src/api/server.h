@@ -37,6 +37,10 @@ struct ApiOptions {
   bool test_endpoints = false;
   int threads = 16;
   double immediate_timeout = 5.0;
+  // Immediate tasks past their timeout whose function has not returned yet
+  // (they keep their resources until it does): at this many, new immediate
+  // tasks are left to workers instead of running here.
+  int max_overdue_immediate = 8;
   double heartbeat_interval = 5.0;
   double ttl = 30.0;
   // TLS: PEM files; both or neither.

@@ -1,11 +1,17 @@
 #include "worker/executor.h"
 
 #include <cxxabi.h>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <system_error>
 #include <thread>
 #include <typeinfo>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -49,12 +55,10 @@ std::string CurrentExceptionType() {
   return out;
 }
 
-}  // namespace
-
-Outcome RunFunction(const TaskRegistry& registry, const Task& task, const std::atomic<bool>& cancel,
-                    const ProgressSink& progress) {
+// The function itself, found or not; shared by both ways of calling it.
+Outcome CallFunction(const TaskFunction* fn, const Task& task, const std::atomic<bool>& cancel,
+                     const ProgressSink& progress) {
   Outcome out;
-  const TaskFunction* fn = registry.Find(task.name);
   if (fn == nullptr) {
     out.state = TaskState::kFailed;
     out.error = {
@@ -78,48 +82,97 @@ Outcome RunFunction(const TaskRegistry& registry, const Task& task, const std::a
   return out;
 }
 
-Outcome RunWithTimeout(const TaskRegistry& registry, const Task& task,
-                       std::chrono::milliseconds timeout, const ProgressSink& progress) {
-  // Shared with the helper thread, which may outlive this call on time out.
-  struct State {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Outcome outcome;
-    bool abandoned = false;  // under mu: the caller has returned
-    std::atomic<bool> cancel{false};
-    Task task;
-    ProgressSink progress;
-  };
-  auto state = std::make_shared<State>();
-  state->task = task;
-  // Progress goes to the caller's sink only while the caller still waits.
-  state->progress = [state_weak = std::weak_ptr<State>(state), &progress](const nlohmann::json& r) {
-    auto s = state_weak.lock();
-    if (!s || !progress) return;
-    std::lock_guard<std::mutex> lock(s->mu);
-    if (!s->abandoned) progress(r);
-  };
-  std::thread([state, &registry] {
-    Outcome o = RunFunction(registry, state->task, state->cancel, state->progress);
-    std::lock_guard<std::mutex> lock(state->mu);
-    state->outcome = std::move(o);
-    state->done = true;
-    state->cv.notify_all();
-  }).detach();
-  std::unique_lock<std::mutex> lock(state->mu);
-  if (state->cv.wait_for(lock, timeout, [&] { return state->done; })) {
-    return state->outcome;
-  }
-  state->cancel = true;
-  state->abandoned = true;  // under mu, held since the wait
+}  // namespace
+
+Outcome RunFunction(const TaskRegistry& registry, const Task& task, const std::atomic<bool>& cancel,
+                    const ProgressSink& progress) {
+  return CallFunction(registry.Find(task.name), task, cancel, progress);
+}
+
+Outcome TimedOut(const Task& task, double seconds) {
   Outcome out;
   out.state = TaskState::kFailed;
-  double seconds = std::chrono::duration<double>(timeout).count();
   out.error = {
       {"description", fmt::format("Immediate task {} (type: {}) timed out after {:g} seconds.",
                                   task.id, task.name, seconds)}};
   return out;
+}
+
+struct ThreadRun::Shared {
+  Shared(const TaskFunction* found, Task t) : task(std::move(t)) {
+    if (found != nullptr) fn = *found;
+    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+      throw std::system_error(errno, std::generic_category(), "pipe");
+    }
+  }
+  ~Shared() {
+    close(wake[0]);
+    close(wake[1]);
+  }
+  std::optional<TaskFunction> fn;  // a copy: the registry may go first
+  const Task task;
+  std::atomic<bool> cancel{false};
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;                               // under mu
+  Outcome outcome;                                 // under mu, final once done
+  std::map<std::string, nlohmann::json> progress;  // under mu
+  int wake[2] = {-1, -1};
+};
+
+ThreadRun::ThreadRun(const TaskRegistry& registry, Task task)
+    : shared_(std::make_shared<Shared>(registry.Find(task.name), std::move(task))) {
+  // The thread holds its own reference: it touches only the block.
+  thread_ = std::thread([s = shared_] {
+    ProgressSink sink = [raw = s.get()](const nlohmann::json& report) {
+      std::lock_guard<std::mutex> lock(raw->mu);
+      raw->progress[report.value("code", "")] = report;
+    };
+    Outcome o = CallFunction(s->fn ? &*s->fn : nullptr, s->task, s->cancel, sink);
+    {
+      std::lock_guard<std::mutex> lock(s->mu);
+      s->outcome = std::move(o);
+      s->done = true;
+    }
+    s->cv.notify_all();
+    char b = 1;
+    [[maybe_unused]] ssize_t n = write(s->wake[1], &b, 1);
+  });
+}
+
+ThreadRun::~ThreadRun() {
+  if (!thread_.joinable()) return;
+  if (done()) {
+    thread_.join();
+  } else {
+    thread_.detach();
+  }
+}
+
+const Task& ThreadRun::task() const { return shared_->task; }
+
+void ThreadRun::Cancel() { shared_->cancel.store(true); }
+
+bool ThreadRun::done() const {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return shared_->done;
+}
+
+bool ThreadRun::Wait(Deadline until) {
+  std::unique_lock<std::mutex> lock(shared_->mu);
+  return shared_->cv.wait_until(lock, until, [&] { return shared_->done; });
+}
+
+int ThreadRun::wake_fd() const { return shared_->wake[0]; }
+
+std::map<std::string, nlohmann::json> ThreadRun::TakeProgress() {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return std::exchange(shared_->progress, {});
+}
+
+Outcome ThreadRun::outcome() const {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return shared_->outcome;
 }
 
 }  // namespace taskmill::worker

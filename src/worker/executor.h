@@ -1,18 +1,21 @@
 // Executing one task function and turning what happened into an outcome.
 //
-// Shared by the worker (child process or in-process) and by the API server
-// (immediate tasks in the request thread). The caller owns the claim on the
-// task; this code only runs the function and reports.
+// Shared by the worker (child process or thread) and by the API server
+// (immediate tasks). The caller owns the claim on the task; this code only
+// runs the function and reports.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "taskmill/deadline.h"
 #include "taskmill/registry.h"
 #include "taskmill/task.h"
 
@@ -30,15 +33,58 @@ using ProgressSink = std::function<void(const nlohmann::json& report)>;
 
 // Runs the registered function of `task` on the calling thread and catches
 // everything it throws. Unknown names fail with a clear description.
+// `progress` is called on this thread, during the call only.
 Outcome RunFunction(const TaskRegistry& registry, const Task& task, const std::atomic<bool>& cancel,
                     const ProgressSink& progress);
 
-// Runs the function on a helper thread and waits at most `timeout`. On time
-// out the cancel flag is raised and the outcome is failed with "Task <id>
-// (<name>) timed out after N seconds."; the thread is left to finish on its
-// own (a function that ignores cancellation keeps its thread until it
-// returns). Used for immediate tasks.
-Outcome RunWithTimeout(const TaskRegistry& registry, const Task& task,
-                       std::chrono::milliseconds timeout, const ProgressSink& progress);
+// The outcome of an immediate task that ran past its time limit: failed,
+// "Immediate task <id> (type: <name>) timed out after N seconds.".
+Outcome TimedOut(const Task& task, double seconds);
+
+// One task function running on a thread of its own: the only way taskmill
+// runs a function on a thread (the worker's in-process and immediate runs,
+// the API server's immediate tasks).
+//
+// A thread cannot be killed. So the function, the task and everything the
+// thread touches (cancel flag, progress, outcome, wake-up pipe) are copied
+// into a block owned jointly by this object and the thread: the thread
+// reads nothing of the caller's, and the registry and the caller may go
+// away before it returns. Whoever owns the task must keep it (and its
+// resources) until done() is true: a run past its time limit is told to
+// stop with Cancel() and then waited for, never forgotten.
+class ThreadRun {
+ public:
+  // Starts `task`'s function (looked up in `registry` and copied) on a new
+  // thread. An unknown name is done at once with a failed outcome. Throws
+  // std::system_error if no thread can be created.
+  ThreadRun(const TaskRegistry& registry, Task task);
+  ThreadRun(const ThreadRun&) = delete;
+  ThreadRun& operator=(const ThreadRun&) = delete;
+  // Joins the thread if the function has returned. Otherwise the thread is
+  // detached and ends on its own when the function returns; only a process
+  // that is exiting (and has left its tasks to the janitor) should let that
+  // happen.
+  ~ThreadRun();
+
+  const Task& task() const;
+  // From now on the function's TaskContext::canceled() is true.
+  void Cancel();
+  // True once the function has returned (its outcome is then final).
+  bool done() const;
+  // Waits until the function has returned or `until` passes; returns done().
+  bool Wait(Deadline until);
+  // A descriptor that becomes readable once the function has returned, for
+  // poll(); owned by this object.
+  int wake_fd() const;
+  // The progress reports made since the last call, the latest one per code.
+  std::map<std::string, nlohmann::json> TakeProgress();
+  // What the function returned or threw. Only once done().
+  Outcome outcome() const;
+
+ private:
+  struct Shared;
+  std::shared_ptr<Shared> shared_;
+  std::thread thread_;
+};
 
 }  // namespace taskmill::worker

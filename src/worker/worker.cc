@@ -103,7 +103,14 @@ class Worker::Impl {
     // dead, so the task is stopped before anyone else may start a
     // conflicting one.
     bool self_fenced = false;
+    // Immediate tasks: past this the task is stopped like a canceled one and
+    // fails "timed out" once it has stopped.
+    std::optional<Deadline> time_limit;
+    double timeout_seconds = 0;
+    bool timed_out = false;
     std::optional<Deadline> kill_at;
+    // A thread past its kill time (it ignores its cancel): logged once.
+    bool stubborn_logged = false;
   };
 
   // --- connections -------------------------------------------------------
@@ -134,9 +141,12 @@ class Worker::Impl {
   // outcome was recorded together with a claim.
   std::optional<Task> RunTask(const Task& task);
   worker::Outcome RunInChild(const Task& task, Supervision& sup);
-  worker::Outcome RunOnThread(const Task& task, Supervision& sup, std::optional<double> timeout);
-  // One step of supervision, shared by both ways of running.
-  void SuperviseTick(const Task& task, Supervision& sup, pid_t child, std::atomic<bool>* flag);
+  worker::Outcome RunOnThread(const Task& task, Supervision& sup);
+  // One step of supervision, shared by both ways of running: `child` (a
+  // process to signal) or `run` (a thread to tell), not both.
+  void SuperviseTick(const Task& task, Supervision& sup, pid_t child, worker::ThreadRun* run);
+  // What supervision decided, if it overrides what the function returned.
+  std::optional<worker::Outcome> SupervisedOutcome(const Task& task, const Supervision& sup) const;
   void FlushProgress(const Task& task, bool force);
   std::optional<Task> RecordOutcome(const Task& task, const worker::Outcome& outcome,
                                     bool claim_next);
@@ -155,6 +165,10 @@ class Worker::Impl {
   std::string app_id_;
   std::string channel_;
   std::optional<std::string> current_task_;  // the task being run, if any
+  // A task thread that would not stop was left running at shutdown: the
+  // process must exit without deregistering, so that its task keeps its
+  // resources until the janitor finds this process gone.
+  bool abandoned_thread_ = false;
 
   StopMode stop_ = StopMode::kNone;
   std::optional<Deadline> abort_at_;
@@ -367,7 +381,7 @@ void Worker::Impl::FlushProgress(const Task& task, bool force) {
 }
 
 void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child,
-                                 std::atomic<bool>* flag) {
+                                 worker::ThreadRun* run) {
   DrainSignals();
   bool cancel = false;
   try {
@@ -419,19 +433,28 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
         "declared dead",
         Seconds(Clock::now() - last_heartbeat_ok_).count(), options_.ttl, task.id);
     sup.self_fenced = true;
-    if (flag != nullptr) flag->store(true);
+    if (run != nullptr) run->Cancel();
     signal_child(SIGKILL);
   }
   if (sup.fenced) {
     signal_child(SIGKILL);
-    if (flag != nullptr) flag->store(true);
+    if (run != nullptr) run->Cancel();
     return;
   }
   if (cancel && !sup.cancel_requested) {
     spdlog::info("task {} canceled: signalling it (SIGKILL after {}s)", task.id,
                  options_.cancel_grace);
     sup.cancel_requested = true;
-    if (flag != nullptr) flag->store(true);
+    if (run != nullptr) run->Cancel();
+    signal_child(SIGUSR1);
+    sup.kill_at = Clock::now() + ToDuration(options_.cancel_grace);
+  }
+  if (sup.time_limit && Clock::now() >= *sup.time_limit && !sup.timed_out &&
+      !sup.cancel_requested) {
+    spdlog::warn("immediate task {} timed out after {:g}s: stopping it (SIGKILL after {}s)",
+                 task.id, sup.timeout_seconds, options_.cancel_grace);
+    sup.timed_out = true;
+    if (run != nullptr) run->Cancel();
     signal_child(SIGUSR1);
     sup.kill_at = Clock::now() + ToDuration(options_.cancel_grace);
   }
@@ -440,7 +463,7 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
   if (abort_now && !sup.aborted && !sup.cancel_requested) {
     spdlog::warn("aborting task {} for shutdown", task.id);
     sup.aborted = true;
-    if (flag != nullptr) flag->store(true);
+    if (run != nullptr) run->Cancel();
     signal_child(SIGUSR1);
     sup.kill_at = Clock::now() + (stop_ == StopMode::kAbortNow
                                       ? Clock::duration::zero()
@@ -451,9 +474,36 @@ void Worker::Impl::SuperviseTick(const Task& task, Supervision& sup, pid_t child
     if (child > 0) {
       spdlog::warn("task {} did not stop after SIGUSR1: SIGKILL", task.id);
       signal_child(SIGKILL);
+    } else if (!sup.stubborn_logged) {
+      // A thread cannot be killed: the task keeps its resources (and this
+      // worker claims nothing else) until the function returns.
+      spdlog::error(
+          "task {} ignores its cancel; it runs on a thread, which cannot be killed: it keeps "
+          "its resources until it returns",
+          task.id);
+      sup.stubborn_logged = true;
     }
     sup.kill_at.reset();
   }
+}
+
+std::optional<worker::Outcome> Worker::Impl::SupervisedOutcome(const Task& task,
+                                                               const Supervision& sup) const {
+  worker::Outcome out;
+  if (sup.self_fenced) {
+    out.state = TaskState::kFailed;
+    out.error = {{"reason", "Stopped: the worker lost the database for longer than its TTL."}};
+  } else if (sup.aborted) {
+    out.state = TaskState::kFailed;
+    out.error = {{"reason", "Aborted during worker shutdown."}};
+  } else if (sup.cancel_requested) {
+    out.state = TaskState::kCanceled;
+  } else if (sup.timed_out) {
+    out = worker::TimedOut(task, sup.timeout_seconds);
+  } else {
+    return std::nullopt;
+  }
+  return out;
 }
 
 worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
@@ -497,7 +547,6 @@ worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
   std::optional<nlohmann::json> outcome_msg;
   bool eof = false;
   int status = 0;
-  bool reaped = false;
   auto handle_lines = [&] {
     size_t pos;
     while ((pos = buffer.find('\n')) != std::string::npos) {
@@ -513,7 +562,25 @@ worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
       }
     }
   };
-  while (!reaped) {
+  auto drain = [&] {
+    char chunk[65536];
+    for (;;) {
+      ssize_t got = read(rd, chunk, sizeof(chunk));
+      if (got > 0) {
+        buffer.append(chunk, static_cast<size_t>(got));
+        continue;
+      }
+      if (got == 0) eof = true;
+      break;
+    }
+    handle_lines();
+  };
+  // A stopped child (SIGSTOP, or SIGTSTP/SIGTTIN/SIGTTOU) can do nothing
+  // until something continues it, yet it would hold its resources and this
+  // worker indefinitely, and could not even handle a cancel's SIGUSR1: it is
+  // killed at once, and the task fails saying so.
+  std::optional<int> stopped_by;
+  for (;;) {
     if (!eof) {
       pollfd pfds[3];
       int n = 0;
@@ -522,43 +589,42 @@ worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
       if (listener_.ok()) pfds[n++] = {listener_.socket(), POLLIN, 0};
       Deadline wake = std::min(next_heartbeat_, DeadlineIn(std::chrono::milliseconds(200)));
       if (sup.kill_at) wake = std::min(wake, *sup.kill_at);
+      if (sup.time_limit && !sup.timed_out) wake = std::min(wake, *sup.time_limit);
       poll(pfds, n, MillisLeft(wake));
-      char chunk[65536];
-      for (;;) {
-        ssize_t got = read(rd, chunk, sizeof(chunk));
-        if (got > 0) {
-          buffer.append(chunk, static_cast<size_t>(got));
-          continue;
-        }
-        if (got == 0) eof = true;
-        break;
-      }
-      handle_lines();
+      drain();
     }
-    if (eof) {
-      // The child closed its end: it is exiting (or has). Wait for it, while
-      // still honouring kills.
-      pid_t r = waitpid(pid, &status, WNOHANG);
-      if (r == pid) {
-        reaped = true;
-        break;
+    int st = 0;
+    pid_t r = waitpid(pid, &st, WNOHANG | WUNTRACED);
+    if (r == pid && WIFSTOPPED(st)) {
+      if (!stopped_by) {
+        stopped_by = WSTOPSIG(st);
+        spdlog::warn("task {} ({}): its process was stopped by {}; killing it", task.id, task.name,
+                     SignalDescription(*stopped_by));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      kill(pid, SIGKILL);
+    } else if (r == pid) {
+      // Everything it wrote is in the pipe by now; a process it left behind
+      // holding the pipe open must not keep the task running.
+      status = st;
+      if (!eof) drain();
+      break;
     }
+    // The child closed its end but has not exited yet: wait for it, while
+    // still honouring kills.
+    if (eof) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     SuperviseTick(task, sup, pid, nullptr);
   }
   close(rd);
   FlushProgress(task, true);
 
+  if (auto decided = SupervisedOutcome(task, sup)) return *decided;
   worker::Outcome out;
-  if (sup.self_fenced) {
+  if (stopped_by) {
     out.state = TaskState::kFailed;
-    out.error = {{"reason", "Stopped: the worker lost the database for longer than its TTL."}};
-  } else if (sup.aborted) {
-    out.state = TaskState::kFailed;
-    out.error = {{"reason", "Aborted during worker shutdown."}};
-  } else if (sup.cancel_requested) {
-    out.state = TaskState::kCanceled;
+    out.error = {{"description",
+                  fmt::format("Task process was stopped by {} and killed: a stopped task cannot "
+                              "finish.",
+                              SignalDescription(*stopped_by))}};
   } else if (outcome_msg && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     out.state =
         ParseTaskState((*outcome_msg)["state"].get<std::string>()).value_or(TaskState::kFailed);
@@ -576,100 +642,51 @@ worker::Outcome Worker::Impl::RunInChild(const Task& task, Supervision& sup) {
   return out;
 }
 
-worker::Outcome Worker::Impl::RunOnThread(const Task& task, Supervision& sup,
-                                          std::optional<double> timeout) {
-  struct Shared {
-    std::atomic<bool> cancel{false};
-    std::atomic<bool> done{false};
-    std::mutex mu;
-    std::vector<nlohmann::json> progress;
-    worker::Outcome outcome;
-    int wake[2] = {-1, -1};
-  };
-  auto shared = std::make_shared<Shared>();
-  if (pipe2(shared->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
-    throw std::system_error(errno, std::generic_category(), "pipe");
-  }
-  std::thread runner([shared, task, this] {
-    worker::ProgressSink sink = [&](const nlohmann::json& r) {
-      std::lock_guard<std::mutex> lock(shared->mu);
-      shared->progress.push_back(r);
-    };
-    worker::Outcome o = worker::RunFunction(registry_, task, shared->cancel, sink);
-    {
-      std::lock_guard<std::mutex> lock(shared->mu);
-      shared->outcome = std::move(o);
-    }
-    shared->done = true;
-    char b = 1;
-    [[maybe_unused]] ssize_t n = write(shared->wake[1], &b, 1);
-  });
-  std::optional<Deadline> time_limit;
-  if (timeout) time_limit = DeadlineIn(ToDuration(*timeout));
-  bool timed_out = false;
-  while (!shared->done) {
+worker::Outcome Worker::Impl::RunOnThread(const Task& task, Supervision& sup) {
+  worker::ThreadRun run(registry_, task);
+  std::optional<Deadline> abandon_at;
+  // Until the function returns the task stays ours, whatever happens: a
+  // thread cannot be killed, and the resources of a task whose code may
+  // still run must not be released. Only a shutdown past its grace (or a
+  // second SIGINT) leaves it behind, and then the process exits without
+  // deregistering (see abandoned_thread_).
+  while (!run.done()) {
     pollfd pfds[3];
     int n = 0;
-    pfds[n++] = {shared->wake[0], POLLIN, 0};
+    pfds[n++] = {run.wake_fd(), POLLIN, 0};
     pfds[n++] = {g_signal_pipe[0], POLLIN, 0};
     if (listener_.ok()) pfds[n++] = {listener_.socket(), POLLIN, 0};
     Deadline wake = std::min(next_heartbeat_, DeadlineIn(std::chrono::milliseconds(200)));
-    if (time_limit) wake = std::min(wake, *time_limit);
+    if (sup.kill_at) wake = std::min(wake, *sup.kill_at);
+    if (sup.time_limit && !sup.timed_out) wake = std::min(wake, *sup.time_limit);
     poll(pfds, n, MillisLeft(wake));
-    {
-      std::lock_guard<std::mutex> lock(shared->mu);
-      for (auto& r : shared->progress) pending_progress_[r.value("code", "")] = r;
-      shared->progress.clear();
+    for (auto& [code, report] : run.TakeProgress()) pending_progress_[code] = std::move(report);
+    if (run.done()) break;
+    SuperviseTick(task, sup, 0, &run);
+    // Shutting down by SIGINT: the function was told to stop; where a child
+    // would now get SIGKILL, a thread is left behind instead.
+    bool aborting = stop_ == StopMode::kAbortNow ||
+                    (stop_ == StopMode::kAbort && abort_at_ && Clock::now() >= *abort_at_);
+    if (aborting) {
+      auto grace = stop_ == StopMode::kAbortNow ? std::chrono::seconds(1)
+                                                : ToDuration(std::min(options_.cancel_grace, 5.0));
+      Deadline limit = Clock::now() + grace;
+      abandon_at = abandon_at ? std::min(*abandon_at, limit) : limit;
     }
-    SuperviseTick(task, sup, 0, &shared->cancel);
-    if (time_limit && Clock::now() >= *time_limit && !timed_out) {
-      timed_out = true;
-      shared->cancel = true;
-      break;
-    }
-    if (sup.fenced) break;
-  }
-  worker::Outcome out;
-  if (timed_out) {
-    out.state = TaskState::kFailed;
-    out.error = {{"description", fmt::format("Immediate task {} (type: {}) timed out after {:g} "
-                                             "seconds.",
-                                             task.id, task.name, *timeout)}};
-    // A function that ignores cancellation cannot be stopped inside this
-    // process; give it the cancel grace, then give up on the process.
-    Deadline give_up = DeadlineIn(ToDuration(options_.cancel_grace));
-    while (!shared->done && Clock::now() < give_up) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (!shared->done) {
+    if (abandon_at && Clock::now() >= *abandon_at && !run.done()) {
       spdlog::critical(
-          "task {} ignores cancellation after timing out; this worker exits so that "
-          "it can be restarted clean",
+          "task {} ignores its cancel and this worker is shutting down: exiting with it still "
+          "running on its thread, without deregistering, so that its resources stay held "
+          "until the janitor declares this process missing",
           task.id);
-      RecordOutcome(task, out, false);
-      try {
-        store::DeregisterApp(conn_, app_id_, DeadlineIn(std::chrono::seconds(5)));
-      } catch (...) {
-      }
-      _exit(3);
+      abandoned_thread_ = true;
+      return {};
     }
   }
-  runner.join();
-  close(shared->wake[0]);
-  close(shared->wake[1]);
+  for (auto& [code, report] : run.TakeProgress()) pending_progress_[code] = std::move(report);
   FlushProgress(task, true);
-  if (timed_out) return out;
-  if (sup.aborted) {
-    out.state = TaskState::kFailed;
-    out.error = {{"reason", "Aborted during worker shutdown."}};
-    return out;
-  }
-  if (sup.cancel_requested) {
-    out.state = TaskState::kCanceled;
-    return out;
-  }
-  std::lock_guard<std::mutex> lock(shared->mu);
-  return shared->outcome;
+  if (auto decided = SupervisedOutcome(task, sup)) return *decided;
+  return run.outcome();
 }
 
 std::optional<Task> Worker::Impl::RecordOutcome(const Task& task, const worker::Outcome& outcome,
@@ -732,17 +749,20 @@ std::optional<Task> Worker::Impl::RunTask(const Task& task) {
   pending_progress_.clear();
   next_state_poll_ = Clock::now() + kStatePollInterval;
   if (task.immediate) {
-    outcome = RunOnThread(task, sup, options_.immediate_timeout);
-  } else if (options_.in_process) {
-    outcome = RunOnThread(task, sup, std::nullopt);
-  } else {
-    outcome = RunInChild(task, sup);
+    sup.timeout_seconds = options_.immediate_timeout;
+    sup.time_limit = DeadlineIn(ToDuration(options_.immediate_timeout));
   }
+  // On a thread only what may run there: a function not declared inline_ok
+  // could crash or stop this worker with it.
+  auto fn_options = registry_.OptionsOf(task.name);
+  bool on_thread = options_.in_process || (task.immediate && fn_options && fn_options->inline_ok);
+  outcome = on_thread ? RunOnThread(task, sup) : RunInChild(task, sup);
   ++tasks_run_;
   struct ClearCurrent {
     std::optional<std::string>& c;
     ~ClearCurrent() { c.reset(); }
   } clear_current{current_task_};
+  if (abandoned_thread_) return std::nullopt;
   if (sup.fenced) {
     // Our identity was declared dead: rejoin as a new worker.
     Rejoin();
@@ -851,13 +871,14 @@ int Worker::Impl::Run() {
 
   spdlog::info("worker {} stopping after {} task(s)", options_.name, tasks_run_);
   try {
-    if (conn_.ok()) store::DeregisterApp(conn_, app_id_, DeadlineIn(std::chrono::seconds(5)));
+    if (conn_.ok() && !abandoned_thread_)
+      store::DeregisterApp(conn_, app_id_, DeadlineIn(std::chrono::seconds(5)));
   } catch (const pg::Error& e) {
     spdlog::warn("could not deregister ({}); the janitor will remove this worker", e.what());
   }
   std::signal(SIGTERM, SIG_DFL);
   std::signal(SIGINT, SIG_DFL);
-  return 0;
+  return abandoned_thread_ ? 1 : 0;
 }
 
 Worker::Worker(WorkerOptions options, const TaskRegistry& registry)

@@ -123,9 +123,9 @@ class FaultTest : public ::testing::Test {
 TEST_F(FaultTest, KillDashNineOfWorkerFailsItsTaskAndFreesTheResource) {
   auto a = StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto long_task = Dispatch("taskmill.sleep", Sleep(600), {"R"});
+  auto long_task = Dispatch("test.sleep", Sleep(600), {"R"});
   ASSERT_TRUE(WaitState(long_task, TaskState::kRunning));
-  auto next = Dispatch("taskmill.sleep", Sleep(0), {"R"});
+  auto next = Dispatch("test.sleep", Sleep(0), {"R"});
   StartWorker(kFastLiveness);  // the survivor, who does the janitor work
   ASSERT_TRUE(WaitOnlineWorkers(2));
   ASSERT_TRUE(WaitFor([&] { return Journal().count(long_task) == 1; }, kTimeout));
@@ -151,8 +151,8 @@ TEST_F(FaultTest, JanitorLeaseIsTakenOverWhenTheHolderDies) {
   StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(2));
   // Both busy, each on its own resource.
-  auto t1 = Dispatch("taskmill.sleep", Sleep(600), {"L1"});
-  auto t2 = Dispatch("taskmill.sleep", Sleep(600), {"L2"});
+  auto t1 = Dispatch("test.sleep", Sleep(600), {"L1"});
+  auto t2 = Dispatch("test.sleep", Sleep(600), {"L2"});
   ASSERT_TRUE(WaitState(t1, TaskState::kRunning));
   ASSERT_TRUE(WaitState(t2, TaskState::kRunning));
   std::string holder;
@@ -192,7 +192,7 @@ TEST_F(FaultTest, JanitorLeaseIsTakenOverWhenTheHolderDies) {
 TEST_F(FaultTest, StoppedWorkerDoesNotOverwriteTheJanitorsVerdict) {
   auto a = StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto task = Dispatch("taskmill.sleep", Sleep(3), {"S"});
+  auto task = Dispatch("test.sleep", Sleep(3), {"S"});
   ASSERT_TRUE(WaitState(task, TaskState::kRunning));
   StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(2));
@@ -227,9 +227,9 @@ TEST_F(FaultTest, StoppedWorkerDoesNotOverwriteTheJanitorsVerdict) {
 TEST_F(FaultTest, CancelWaitingRunningFinishedUnknownStubbornAndGroup) {
   StartWorker({"--cancel-grace", "1"});
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto running = Dispatch("taskmill.sleep", Sleep(600), {"C"});
-  auto waiting = Dispatch("taskmill.sleep", Sleep(600), {"C"});
-  auto behind = Dispatch("taskmill.sleep", Sleep(0), {"C"});
+  auto running = Dispatch("test.sleep", Sleep(600), {"C"});
+  auto waiting = Dispatch("test.sleep", Sleep(600), {"C"});
+  auto behind = Dispatch("test.sleep", Sleep(0), {"C"});
   ASSERT_TRUE(WaitState(running, TaskState::kRunning));
 
   auto w = store::CancelTask(Conn(), waiting, DeadlineIn(kTimeout));
@@ -259,7 +259,7 @@ TEST_F(FaultTest, CancelWaitingRunningFinishedUnknownStubbornAndGroup) {
   EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
 
   // A task that ignores SIGUSR1 and the flag is killed after the grace.
-  auto stubborn = Dispatch("taskmill.sleep", Sleep(600, true), {"D"});
+  auto stubborn = Dispatch("test.sleep", Sleep(600, true), {"D"});
   ASSERT_TRUE(WaitState(stubborn, TaskState::kRunning));
   ASSERT_TRUE(WaitFor([&] { return Journal().count(stubborn) == 1; }, kTimeout));
   ASSERT_TRUE(store::CancelTask(Conn(), stubborn, DeadlineIn(kTimeout)).ok());
@@ -271,7 +271,7 @@ TEST_F(FaultTest, CancelWaitingRunningFinishedUnknownStubbornAndGroup) {
   ASSERT_TRUE(group.ok());
   std::vector<std::string> members;
   for (int i = 0; i < 3; ++i)
-    members.push_back(Dispatch("taskmill.sleep", Sleep(600), {"G"}, {}, *group));
+    members.push_back(Dispatch("test.sleep", Sleep(600), {"G"}, {}, *group));
   ASSERT_TRUE(WaitState(members[0], TaskState::kRunning));
   auto n = store::CancelTaskGroup(Conn(), *group, DeadlineIn(kTimeout));
   ASSERT_TRUE(n.ok());
@@ -283,7 +283,7 @@ TEST_F(FaultTest, SigtermFinishesSigintAbortsAfterGraceSecondSigintAtOnce) {
   // SIGTERM: the running task completes; cancels still work while stopping.
   auto a = StartWorker();
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto t1 = Dispatch("taskmill.sleep", Sleep(1.5), {"T"});
+  auto t1 = Dispatch("test.sleep", Sleep(1.5), {"T"});
   ASSERT_TRUE(WaitState(t1, TaskState::kRunning));
   workers_[a].Signal(SIGTERM);
   auto status = workers_[a].Wait(DeadlineIn(20s));
@@ -293,7 +293,7 @@ TEST_F(FaultTest, SigtermFinishesSigintAbortsAfterGraceSecondSigintAtOnce) {
 
   auto b = StartWorker({"--cancel-grace", "1"});
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto t2 = Dispatch("taskmill.sleep", Sleep(600), {"T"});
+  auto t2 = Dispatch("test.sleep", Sleep(600), {"T"});
   ASSERT_TRUE(WaitState(t2, TaskState::kRunning));
   workers_[b].Signal(SIGTERM);
   std::this_thread::sleep_for(300ms);
@@ -306,7 +306,7 @@ TEST_F(FaultTest, SigtermFinishesSigintAbortsAfterGraceSecondSigintAtOnce) {
   // SIGINT: aborted after --grace.
   auto c = StartWorker({"--grace", "1"});
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto t3 = Dispatch("taskmill.sleep", Sleep(600), {"T"});
+  auto t3 = Dispatch("test.sleep", Sleep(600), {"T"});
   ASSERT_TRUE(WaitState(t3, TaskState::kRunning));
   workers_[c].Signal(SIGINT);
   ASSERT_TRUE(WaitFinal(t3, 20s));
@@ -319,7 +319,7 @@ TEST_F(FaultTest, SigtermFinishesSigintAbortsAfterGraceSecondSigintAtOnce) {
   // A second SIGINT does not wait for the (long) grace.
   auto d = StartWorker({"--grace", "600"});
   ASSERT_TRUE(WaitOnlineWorkers(1));
-  auto t4 = Dispatch("taskmill.sleep", Sleep(600), {"T"});
+  auto t4 = Dispatch("test.sleep", Sleep(600), {"T"});
   ASSERT_TRUE(WaitState(t4, TaskState::kRunning));
   workers_[d].Signal(SIGINT);
   std::this_thread::sleep_for(500ms);
@@ -377,7 +377,7 @@ TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
     x.insert(resources[rng() % resources.size()]);
     if (rng() % 2) s.insert(resources[rng() % resources.size()]);
     for (const auto& r : x) s.erase(r);
-    ids.push_back(Dispatch("taskmill.sleep", Sleep((rng() % 5) * 0.01), {x.begin(), x.end()},
+    ids.push_back(Dispatch("test.sleep", Sleep((rng() % 5) * 0.01), {x.begin(), x.end()},
                            {s.begin(), s.end()}));
   }
   bool restarted = false;
@@ -401,7 +401,7 @@ TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
     std::vector<std::string> args = {"--database-url", db_, "worker", "--name",
                                      fmt::format("w{}-{}", victim, kills)};
     args.insert(args.end(), kFastLiveness.begin(), kFastLiveness.end());
-    workers_[victim] = StartTaskmill(args, &logs_[victim]);
+    workers_[victim] = testing::StartTestProgram(args, &logs_[victim]);
     if (!restarted && kills == 3) {
       testing::TestServer().Restart(DeadlineIn(120s));
       conn_ = pg::Connection();

@@ -18,6 +18,7 @@
 
 #include "store/migrate.h"
 #include "store/task_store.h"
+#include "support/test_functions.h"
 #include "support/test_postgres.h"
 #include "taskmill/registry.h"
 
@@ -34,21 +35,35 @@ std::string MigratedTestDatabase() {
   if (!applied.ok()) throw std::runtime_error(applied.error().message);
   TaskRegistry registry;
   RegisterBuiltins(registry);
+  RegisterTestFunctions(registry);
   store::RegisterFunctions(conn, registry.Names(), DeadlineIn(std::chrono::seconds(10)));
   return conninfo;
 }
 
-Subprocess StartTaskmill(const std::vector<std::string>& args, std::string* log_path) {
+namespace {
+
+Subprocess StartProgram(const char* binary, const std::vector<std::string>& args,
+                        std::string* log_path) {
   static std::atomic<int> counter{0};
   std::string log =
       fmt::format("{}/taskmill-test-{}-{}.log", ::testing::TempDir(), getpid(), counter++);
   std::remove(log.c_str());
   SubprocessOptions so;
-  so.argv = {TASKMILL_BINARY};
+  so.argv = {binary};
   so.argv.insert(so.argv.end(), args.begin(), args.end());
   so.output_file = log;
   if (log_path != nullptr) *log_path = log;
   return Subprocess::Start(so);
+}
+
+}  // namespace
+
+Subprocess StartTaskmill(const std::vector<std::string>& args, std::string* log_path) {
+  return StartProgram(TASKMILL_BINARY, args, log_path);
+}
+
+Subprocess StartTestProgram(const std::vector<std::string>& args, std::string* log_path) {
+  return StartProgram(TASKMILL_TEST_WORKER_BINARY, args, log_path);
 }
 
 Subprocess StartWorker(const std::string& db, const std::string& name,
@@ -56,7 +71,7 @@ Subprocess StartWorker(const std::string& db, const std::string& name,
   std::vector<std::string> args = {"--database-url", db, "worker", "--name", name};
   args.insert(args.end(), extra.begin(), extra.end());
   std::string log;
-  Subprocess p = StartTaskmill(args, &log);
+  Subprocess p = StartTestProgram(args, &log);
   if (logs != nullptr) logs->push_back(log);
   return p;
 }

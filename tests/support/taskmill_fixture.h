@@ -15,7 +15,8 @@
 
 namespace taskmill::testing {
 
-// A new database with taskmill's schema and the built-in functions.
+// A new database with taskmill's schema, the built-in functions and the
+// test functions (support/test_functions.h) registered for dispatch.
 std::string MigratedTestDatabase();
 
 pg::Connection Connect(const std::string& conninfo);
@@ -24,13 +25,18 @@ pg::Connection Connect(const std::string& conninfo);
 // log file whose path is returned in `log_path`.
 Subprocess StartTaskmill(const std::vector<std::string>& args, std::string* log_path = nullptr);
 
+// Starts `taskmill-test-worker <args...>` (taskmill plus the test
+// functions) the same way.
+Subprocess StartTestProgram(const std::vector<std::string>& args, std::string* log_path = nullptr);
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;  // standard output
   std::string err;  // standard error
 };
-// Starts `taskmill --database-url <db> worker --name <name> <extra...>` and
-// appends its log file to `logs`.
+// Starts `taskmill-test-worker --database-url <db> worker --name <name>
+// <extra...>` (a worker that also runs the test functions) and appends its
+// log file to `logs`.
 Subprocess StartWorker(const std::string& db, const std::string& name,
                        const std::vector<std::string>& extra, std::vector<std::string>* logs);
 

@@ -74,7 +74,7 @@ TEST_F(WorkerTest, BuiltinsRecordResultsAndErrors) {
   StartWorkers(1);
   auto echo = Dispatch("taskmill.echo", {{"k", "v"}}, {"e"});
   auto fail = Dispatch("taskmill.fail", {{"message", "boom 42"}}, {"f"});
-  auto crash = Dispatch("taskmill.crash", nlohmann::json::object(), {"c"});
+  auto crash = Dispatch("test.crash", nlohmann::json::object(), {"c"});
   auto after = Dispatch("taskmill.noop", nlohmann::json::object(), {"c"});
   for (const auto& id : {echo, fail, crash, after}) ASSERT_TRUE(WaitFinal(id)) << id;
 
