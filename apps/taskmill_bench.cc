@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -448,7 +448,6 @@ int Recovery(const Options& o) {
   return 0;
 }
 
-
 // ---------------------------------------------------------------------------
 // old-snapshot: a steady offered load through dispatch to 2 workers, while
 // one session holds a REPEATABLE READ snapshot idle in transaction for
@@ -538,9 +537,7 @@ int OldSnapshot(const Options& o) {
     fmt::print("    window    phase   dispatched/s  served/s  pickup p50 ms  p95 ms\n");
     for (size_t w = 0; w < windows; ++w) {
       double from = static_cast<double>(w) * 10;
-      const char* phase = from + 10 <= held_from ? "before"
-                          : from >= held_to      ? "after"
-                                                 : "during";
+      const char* phase = from + 10 <= held_from ? "before" : from >= held_to ? "after" : "during";
       fmt::print("    {:3.0f}-{:3.0f} s  {:6}  {:12.1f}  {:8.1f}  {:13.1f}  {:6.1f}\n", from,
                  from + 10, phase, dispatched[w] / 10.0, served[w] / 10.0,
                  Percentile(pickup[w], 0.5), Percentile(pickup[w], 0.95));
@@ -598,8 +595,7 @@ int main(int argc, char** argv) {
   old_snapshot->add_option("--rate", o.rate, "Tasks dispatched per second")->capture_default_str();
   old_snapshot->add_option("--before", o.before, "Seconds before the snapshot")
       ->capture_default_str();
-  old_snapshot->add_option("--hold", o.hold, "Seconds the snapshot is held")
-      ->capture_default_str();
+  old_snapshot->add_option("--hold", o.hold, "Seconds the snapshot is held")->capture_default_str();
   old_snapshot->add_option("--after", o.after, "Seconds after it")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

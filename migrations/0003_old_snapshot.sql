@@ -72,11 +72,11 @@ $$;
 --     moved past them, tasks whose dispatch committed late, tasks put back
 --     in line. The session that unblocks lowers its own floor to them
 --     (taskmill._lower_claim_floor); for every other case there is a full
---     read of the queue at least every 0.1 s per session
+--     read of the queue at least every 0.25 s per session
 --     (taskmill.claim_rescan_at), and a claim by a worker that had gone idle
 --     and finds nothing from its floor reads everything before it gives up
 --     (taskmill.claim_idle). So a ready task is never left behind, and the
---     oldest is still preferred; one behind every floor may wait up to 0.1 s
+--     oldest is still preferred; one behind every floor may wait up to 0.25 s
 --     (or a poll interval, if every worker is idle and just looked).
 --   * the ready set is conflict-free, so which ready task a claim takes
 --     changes no ordering guarantee: conflicting tasks still become ready
@@ -106,7 +106,7 @@ LANGUAGE sql VOLATILE AS $$
   SELECT concat(
     CASE WHEN p_floor = 0 THEN
       set_config('taskmill.claim_rescan_at',
-                 (extract(epoch FROM clock_timestamp()) + 0.1)::text, false) END,
+                 (extract(epoch FROM clock_timestamp()) + 0.25)::text, false) END,
     CASE WHEN p_claimed IS NOT NULL THEN
       set_config('taskmill.claim_floor', p_claimed::text, false)
       || set_config('taskmill.claim_idle', '', false) END)
@@ -140,10 +140,12 @@ $$;
 -- task's seq in the sequence taskmill.release_hint (non-transactional: no
 -- row version); a claim probes from that seq when the hint changed since
 -- this session last looked (taskmill.release_seen), from the start at least
--- every 0.1 s (taskmill.release_rescan_at: releases left pending by paths
--- that set no hint, such as a cancel, or by two finishes whose hints
--- crossed), and not at all otherwise. The release work reads from the same
--- place.
+-- every 0.25 s (taskmill.release_rescan_at: for two finishes whose hints
+-- crossed, or a hint read before its finish committed), and not at all
+-- otherwise. The release work reads from the same place. A release found
+-- late waits for the next full probe of a claiming worker (busy workers
+-- claim often; idle ones at their poll), as any release did before for a
+-- fleet that was not claiming.
 CREATE SEQUENCE taskmill.release_hint AS bigint;
 
 -- Where this session's probe starts: 0 (everything) when a full probe is
@@ -167,10 +169,74 @@ LANGUAGE sql VOLATILE AS $$
   SELECT concat(
     CASE WHEN p_floor = 0 THEN
       set_config('taskmill.release_rescan_at',
-                 (extract(epoch FROM clock_timestamp()) + 0.1)::text, false) END,
+                 (extract(epoch FROM clock_timestamp()) + 0.25)::text, false) END,
     CASE WHEN p_floor < 9223372036854775807 THEN
       set_config('taskmill.release_seen', coalesce(p_hint, 0)::text, false) END)
 $$;
+
+-- As in version 2, setting the release hint when it leaves a release pending.
+CREATE OR REPLACE FUNCTION taskmill._finalize(
+  p_task uuid, p_owner uuid, p_from text[], p_state text, p_result jsonb, p_error jsonb)
+RETURNS text LANGUAGE plpgsql
+-- Internal: called only from entry points that set the planner options (see
+-- taskmill.claim); SET clauses cost a little on every call.
+AS $$
+DECLARE
+  v_seq bigint;
+  v_resources text[];
+  v_void text;
+  v_state text;
+  v_pending boolean;
+BEGIN
+  SELECT tk.seq, tk.exclusive_resources || tk.shared_resources INTO v_seq, v_resources
+    FROM taskmill.task tk WHERE tk.id = p_task;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  -- Exclusive locks on every resource: a dispatch that is reading these
+  -- queues right now finishes first, so either it sees our rows gone or
+  -- process_releases (after our commit) sees its task. Taken before the
+  -- next statement, whose snapshot must be taken after them; one lock (the
+  -- common case) as an expression, which needs no executor. (void has no
+  -- variable type; its text form is empty.)
+  IF cardinality(v_resources) = 1 THEN
+    v_void := pg_advisory_xact_lock(1953720684,
+                                    hashtext(v_resources[array_lower(v_resources, 1)]))::text;
+  ELSIF cardinality(v_resources) > 1 THEN
+    PERFORM pg_advisory_xact_lock(1953720684, l.h)
+       FROM (SELECT DISTINCT hashtext(r) AS h FROM unnest(v_resources) r ORDER BY 1) l;
+  END IF;
+  WITH u AS (
+    UPDATE taskmill.task tk
+       SET state = CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE p_state END,
+           finished_at = clock_timestamp(),
+           result = CASE WHEN tk.state = 'canceling' THEN NULL ELSE p_result END,
+           error = CASE WHEN tk.state = 'canceling' THEN NULL ELSE p_error END,
+           -- Reports still running take the task's final state.
+           progress_reports = CASE WHEN tk.progress_reports = '[]' THEN tk.progress_reports
+             ELSE taskmill._final_reports(tk.progress_reports,
+                    CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE p_state END) END,
+           -- Only if some other task is queued on one of its resources is
+           -- there anything to unblock behind it. (Our locks are held, so a
+           -- dispatch on these resources has either committed, and is seen
+           -- here, or will see our rows gone.)
+           release_pending = EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                                      WHERE tr.resource = ANY (v_resources) AND tr.seq <> v_seq)
+     WHERE tk.id = p_task AND tk.state = ANY (p_from)
+       AND (p_owner IS NULL OR tk.app_lock = p_owner)
+    RETURNING tk.state, tk.release_pending),
+  -- Only if the guard matched. (Same snapshot as the UPDATE: the EXISTS
+  -- above still sees our rows, and skips them by seq as before.)
+  d AS (
+    DELETE FROM taskmill.task_resource tr
+     WHERE tr.resource = ANY (v_resources) AND tr.seq = v_seq AND EXISTS (SELECT 1 FROM u))
+  SELECT u.state, u.release_pending INTO v_state, v_pending FROM u;
+  IF v_pending THEN
+    -- For the probes of the next claims (see taskmill.release_hint).
+    v_void := setval('taskmill.release_hint', v_seq)::text;
+  END IF;
+  RETURN v_state;
+END $$;
 
 -- As in version 2, from a release floor, lowering this session's claim floor to what it unblocked.
 CREATE FUNCTION taskmill._process_releases(p_limit integer, p_exclude uuid, p_from bigint)
@@ -342,7 +408,8 @@ BEGIN
         RETURNING ticket)
       SELECT r.ticket INTO v_ticket FROM r;
       IF v_ticket IS NOT NULL THEN
-        v_void := set_config('taskmill.idle_ticket', v_ticket::text, false);
+        v_void := set_config('taskmill.idle_ticket', v_ticket::text, false)
+                  || set_config('taskmill.idle_app', p_app::text, false);
       END IF;
       v_void := taskmill._claim_went_idle();
     END IF;
@@ -353,12 +420,13 @@ BEGIN
     -- Off the idle list (a wakeup usually took us off already). Without a
     -- ticket of this session (behind a pooler, say), by our id.
     v_ticket := nullif(current_setting('taskmill.idle_ticket', true), '')::bigint;
-    IF v_ticket IS NULL THEN
+    IF v_ticket IS NULL
+       OR current_setting('taskmill.idle_app', true) IS DISTINCT FROM p_app::text THEN
       DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
     ELSE
       DELETE FROM taskmill.idle_worker WHERE ticket = v_ticket;
-      v_void := set_config('taskmill.idle_ticket', '', false);
     END IF;
+    v_void := set_config('taskmill.idle_ticket', '', false);
   END IF;
   IF v_unblocked > 1 THEN
     PERFORM taskmill._wake_idle(v_unblocked - 1);
@@ -567,8 +635,9 @@ END $$;
 -- and each removal by app_id, visited every one of them; a dispatch looking
 -- for any idle worker visited the dead rows of all of them. Now each
 -- registration gets a new key (ticket, from a sequence; no two share one),
--- the worker remembers its ticket in a session setting
--- (taskmill.idle_ticket) and removes its row by it, and a wakeup takes the
+-- the worker remembers its ticket in session settings (taskmill.idle_ticket,
+-- and taskmill.idle_app for whom: behind a pooler another client may
+-- inherit them) and removes its row by it, and a wakeup takes the
 -- newest registration among the last 1000 tickets: dead rows of older cycles
 -- are never visited. An idle worker whose ticket falls 200 behind (others
 -- cycle while it waits) registers again on its next poll, so it stays in

@@ -50,7 +50,7 @@ struct WorkerOptions {
   // transaction or replication slot older than this many seconds holds back
   // the database's xmin horizon; 0: never.
   double snapshot_warning = 60.0;
-  bool burst = false;   // exit 0 once no task is ready
+  bool burst = false;  // exit 0 once no task is ready
 };
 
 class Worker {

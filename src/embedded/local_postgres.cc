@@ -299,9 +299,20 @@ LocalPostgres LocalPostgres::Start(const LocalPostgresOptions& options, Deadline
     if (!o.standby_of.empty()) {
       // A copy of the primary, with the standby.signal and primary_conninfo
       // that make it follow it.
-      std::vector<std::string> args = {
-          "pg_basebackup", "-D", o.data_dir.string(), "-R",         "-X", "stream", "-c", "fast",
-          "-h", fs::absolute(o.standby_of).string(),  "-p", "5432", "-U", "postgres"};
+      std::vector<std::string> args = {"pg_basebackup",
+                                       "-D",
+                                       o.data_dir.string(),
+                                       "-R",
+                                       "-X",
+                                       "stream",
+                                       "-c",
+                                       "fast",
+                                       "-h",
+                                       fs::absolute(o.standby_of).string(),
+                                       "-p",
+                                       "5432",
+                                       "-U",
+                                       "postgres"};
       if (!o.fsync) args.push_back("--no-sync");
       RunTool(pg.bindir_, args, out, deadline);
     } else {
@@ -499,9 +510,10 @@ void LocalPostgres::StopImmediately(Deadline deadline) { StopServer("immediate",
 void LocalPostgres::Promote(Deadline deadline) {
   fs::path out = options_.data_dir.parent_path() / "pg_ctl.log";
   int seconds = std::max(5, MillisLeft(deadline) / 1000);
-  RunTool(bindir_, {"pg_ctl", "promote", "-w", "-t", std::to_string(seconds), "-D",
-                    options_.data_dir.string()},
-          out, deadline);
+  RunTool(
+      bindir_,
+      {"pg_ctl", "promote", "-w", "-t", std::to_string(seconds), "-D", options_.data_dir.string()},
+      out, deadline);
 }
 
 void LocalPostgres::Restart(Deadline deadline) {

@@ -159,8 +159,9 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
   }
   int port = FreePort();
   {
-    std::vector<std::string> args = {"--database-url",       url, "api", "--listen",
-                                     fmt::format("127.0.0.1:{}", port), "--threads", "4"};
+    std::vector<std::string> args = {
+        "--database-url", url, "api", "--listen", fmt::format("127.0.0.1:{}", port),
+        "--threads",      "4"};
     args.insert(args.end(), liveness.begin(), liveness.end());
     std::string log;
     processes_.push_back(testing::StartTaskmill(args, &log));
@@ -248,9 +249,8 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
     std::mt19937 rng(3);
     while (!stop) {
       Shape s = RandomShape(rng);
-      std::vector<std::string> args = {"--database-url", url,
-                                       "dispatch",       "taskmill.sleep",
-                                       "--kwargs",       kwargs(s).dump()};
+      std::vector<std::string> args = {"--database-url", url,        "dispatch",
+                                       "taskmill.sleep", "--kwargs", kwargs(s).dump()};
       for (const auto& r : s.exclusive) args.insert(args.end(), {"--exclusive", r});
       for (const auto& r : s.shared) args.insert(args.end(), {"--shared", r});
       auto out = testing::RunTaskmill(args);
@@ -282,8 +282,9 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
   };
   ASSERT_TRUE(testing::WaitFor(
       [&] {
-        return scalar("SELECT count(*) FROM taskmill.task WHERE state IN "
-                      "('waiting', 'running', 'canceling')") == 0;
+        return scalar(
+                   "SELECT count(*) FROM taskmill.task WHERE state IN "
+                   "('waiting', 'running', 'canceling')") == 0;
       },
       60s))
       << scalar("SELECT count(*) FROM taskmill.task WHERE state IN ('waiting', 'running')")
@@ -336,8 +337,7 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
 
   // Every acknowledged task exists and ended exactly once; none ran twice.
   const std::set<std::string> allowed_failures = {
-      "Worker has gone missing.",
-      "Stopped: the worker lost the database for longer than its TTL."};
+      "Worker has gone missing.", "Stopped: the worker lost the database for longer than its TTL."};
   int completed = 0, failed = 0;
   for (const auto& [id, via] : acked) {
     auto it = rows.find(id);

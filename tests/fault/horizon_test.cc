@@ -51,8 +51,7 @@ TEST(HorizonWarningTest, JanitorWarnsOnceAboutAnOldSnapshotAndSaysWhenItIsGone) 
       "transaction)",
       pid);
   const std::string gone = fmt::format("the old snapshot is gone: session pid {}", pid);
-  ASSERT_TRUE(testing::WaitFor([&] { return Count(testing::ReadFile(logs[0]), warning) > 0; },
-                               20s))
+  ASSERT_TRUE(testing::WaitFor([&] { return Count(testing::ReadFile(logs[0]), warning) > 0; }, 20s))
       << testing::ReadFile(logs[0]);
   // Several janitor rounds later, still one warning for the episode.
   std::this_thread::sleep_for(1500ms);
@@ -60,8 +59,7 @@ TEST(HorizonWarningTest, JanitorWarnsOnceAboutAnOldSnapshotAndSaysWhenItIsGone) 
   EXPECT_EQ(Count(testing::ReadFile(logs[0]), gone), 0u);
 
   holder.Exec("COMMIT", DeadlineIn(10s));
-  ASSERT_TRUE(
-      testing::WaitFor([&] { return Count(testing::ReadFile(logs[0]), gone) == 1; }, 20s))
+  ASSERT_TRUE(testing::WaitFor([&] { return Count(testing::ReadFile(logs[0]), gone) == 1; }, 20s))
       << testing::ReadFile(logs[0]);
   std::this_thread::sleep_for(1s);
   std::string log = testing::ReadFile(logs[0]);
