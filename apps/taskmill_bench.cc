@@ -12,6 +12,7 @@
 //                           [--insert-connections N]
 //                           [--worker-arg ARG]...
 //   taskmill-bench compare OLD.jsonl NEW.jsonl
+//   taskmill-bench old-snapshot [--rate N] [--before S] [--hold S] [--after S]
 //
 // Each scenario runs --runs times (default 3) and prints every run and the
 // median; with --json-out FILE it also appends them to FILE as JSON lines
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -65,6 +67,11 @@ struct Options {
   int insert_connections = 8;
   std::vector<std::string> worker_args;
   std::string compare_old, compare_new;
+  // old-snapshot
+  double rate = 110;
+  double before = 30;
+  double hold = 120;
+  double after = 60;
 };
 
 ResultLog Log(const Options& o) { return ResultLog(o.json_out, o.commit); }
@@ -600,6 +607,110 @@ int BurnDown(const Options& o) {
   return 0;
 }
 
+// ---------------------------------------------------------------------------
+// old-snapshot: a steady offered load through dispatch to 2 workers, while
+// one session holds a REPEATABLE READ snapshot idle in transaction for
+// --hold seconds (so vacuum can remove nothing newer). Reports, per 10-s
+// window, what was dispatched, what was served (finished) and the pickup
+// latency (started_at - unblocked_at) of the tasks dispatched in it, and the
+// recovery time: from the end of the snapshot until every later task was
+// picked up within 4x the p95 before the snapshot (at least 100 ms).
+// ---------------------------------------------------------------------------
+
+double DbNow(pg::Connection& conn) {
+  return conn.Exec("SELECT extract(epoch FROM clock_timestamp())", DeadlineIn(kTimeout))
+      .GetDouble(0, 0);
+}
+
+int OldSnapshot(const Options& o) {
+  fmt::print(
+      "old-snapshot: {} worker(s), {} tasks/s offered (4 in 5 on a fresh resource, 1 in 5 "
+      "on one of 4 queues); a REPEATABLE READ snapshot idle in transaction from {} s to {} s; "
+      "{} s after it\n",
+      o.workers, o.rate, o.before, o.before + o.hold, o.after);
+  std::vector<double> recoveries;
+  for (int r = 0; r < o.runs; ++r) {
+    Database db(o);
+    auto conn = db.Connect();
+    auto workers = StartWorkers(db, o.workers, false);
+    WaitForWorkers(conn, o.workers, true);
+    const double total = o.before + o.hold + o.after;
+    const double t0 = DbNow(conn);
+    std::atomic<bool> stop{false};
+    std::thread dispatcher([&] {
+      auto dc = db.Connect();
+      auto start = Clock::now();
+      for (int64_t i = 0; !stop; ++i) {
+        auto due = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(static_cast<double>(i) / o.rate));
+        if (due > Clock::now()) std::this_thread::sleep_until(due);
+        if (std::chrono::duration<double>(Clock::now() - start).count() >= total) break;
+        if (i % 5 == 4) {
+          dc.Exec("SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY[$1])",
+                  pg::Params().Add(fmt::format("queue-{}", (i / 5) % 4)), DeadlineIn(kTimeout));
+        } else {
+          dc.Exec(kDispatchSql, DeadlineIn(kTimeout));
+        }
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.before));
+    auto holder = db.Connect();
+    holder.Exec("BEGIN ISOLATION LEVEL REPEATABLE READ", DeadlineIn(kTimeout));
+    holder.Exec("SELECT 1", DeadlineIn(kTimeout));
+    double held_from = DbNow(conn) - t0;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.hold));
+    holder.Exec("COMMIT", DeadlineIn(kTimeout));
+    double held_to = DbNow(conn) - t0;
+    dispatcher.join();
+    WaitAllFinished(conn);
+    double ended = DbNow(conn) - t0;
+
+    auto rows = conn.Exec(
+        "SELECT extract(epoch FROM created_at) - $1, extract(epoch FROM finished_at) - $1, "
+        "extract(epoch FROM started_at - unblocked_at) * 1000 FROM taskmill.task "
+        "WHERE state = 'completed' ORDER BY seq",
+        pg::Params().Add(t0), DeadlineIn(kTimeout));
+    size_t windows = static_cast<size_t>(std::ceil(ended / 10.0));
+    std::vector<int> dispatched(windows + 1), served(windows + 1);
+    std::vector<std::vector<double>> pickup(windows + 1);
+    std::vector<double> before_ms;
+    std::vector<std::pair<double, double>> created_pickup;
+    for (int i = 0; i < rows.rows(); ++i) {
+      double c = rows.GetDouble(i, 0), f = rows.GetDouble(i, 1), p = rows.GetDouble(i, 2);
+      size_t wc = std::min(windows, static_cast<size_t>(std::max(0.0, c) / 10));
+      size_t wf = std::min(windows, static_cast<size_t>(std::max(0.0, f) / 10));
+      ++dispatched[wc];
+      ++served[wf];
+      pickup[wc].push_back(p);
+      if (c < held_from) before_ms.push_back(p);
+      created_pickup.emplace_back(c, p);
+    }
+    double threshold = std::max(100.0, 4 * Percentile(before_ms, 0.95));
+    double last_slow = held_to;
+    for (auto& [c, p] : created_pickup) {
+      if (c >= held_to && p > threshold) last_slow = std::max(last_slow, c);
+    }
+    double recovery = last_slow - held_to;
+    fmt::print("  run {}: snapshot held {:.1f}-{:.1f} s; all finished at {:.1f} s\n", r + 1,
+               held_from, held_to, ended);
+    fmt::print("    window    phase   dispatched/s  served/s  pickup p50 ms  p95 ms\n");
+    for (size_t w = 0; w < windows; ++w) {
+      double from = static_cast<double>(w) * 10;
+      const char* phase = from + 10 <= held_from ? "before" : from >= held_to ? "after" : "during";
+      fmt::print("    {:3.0f}-{:3.0f} s  {:6}  {:12.1f}  {:8.1f}  {:13.1f}  {:6.1f}\n", from,
+                 from + 10, phase, dispatched[w] / 10.0, served[w] / 10.0,
+                 Percentile(pickup[w], 0.5), Percentile(pickup[w], 0.95));
+    }
+    fmt::print("    recovery: {:.1f} s after the snapshot ended (threshold {:.0f} ms)\n", recovery,
+               threshold);
+    recoveries.push_back(recovery);
+    stop = true;
+    for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
+  }
+  fmt::print("median recovery: {:.1f} s\n", Median(recoveries));
+  return 0;
+}
+
 }  // namespace
 }  // namespace taskmill::bench
 
@@ -655,6 +766,14 @@ int main(int argc, char** argv) {
   auto* compare = app.add_subcommand("compare", "Medians of two --json-out files side by side");
   compare->add_option("OLD", o.compare_old)->required();
   compare->add_option("NEW", o.compare_new)->required();
+  auto* old_snapshot =
+      app.add_subcommand("old-snapshot", "Throughput and pickup latency under an old snapshot");
+  old_snapshot->add_option("--workers", o.workers)->capture_default_str();
+  old_snapshot->add_option("--rate", o.rate, "Tasks dispatched per second")->capture_default_str();
+  old_snapshot->add_option("--before", o.before, "Seconds before the snapshot")
+      ->capture_default_str();
+  old_snapshot->add_option("--hold", o.hold, "Seconds the snapshot is held")->capture_default_str();
+  old_snapshot->add_option("--after", o.after, "Seconds after it")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (*compare) return Compare(o.compare_old, o.compare_new);
   o.commit = SourceCommit();
@@ -666,6 +785,7 @@ int main(int argc, char** argv) {
     if (*idle) return Idle(o);
     if (*recovery) return Recovery(o);
     if (*burndown) return BurnDown(o);
+    if (*old_snapshot) return OldSnapshot(o);
   } catch (const std::exception& e) {
     std::cerr << "taskmill-bench: " << e.what() << "\n";
     return 1;

@@ -50,7 +50,11 @@ struct WorkerOptions {
   double shutdown_grace = 30.0;     // SIGINT: abort the running task after this
   double immediate_timeout = 5.0;
   bool janitor = true;  // take part in janitor duties
-  bool burst = false;   // exit 0 once no task is ready
+  // The janitor warns (once per episode) when a snapshot, prepared
+  // transaction or replication slot older than this many seconds holds back
+  // the database's xmin horizon; 0: never.
+  double snapshot_warning = 60.0;
+  bool burst = false;  // exit 0 once no task is ready
 };
 
 class Worker {

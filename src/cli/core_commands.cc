@@ -169,6 +169,11 @@ void AddWorker(CLI::App& app, GlobalOptions& options) {
                   "Database URL for LISTEN (default: the database URL); bypass poolers here");
   cmd->add_flag("--no-listen", *no_listen, "Do not LISTEN; rely on polling alone");
   cmd->add_flag("--no-janitor", *no_janitor, "Take no part in janitor duties");
+  cmd->add_option("--snapshot-warning", wo->snapshot_warning,
+                  "Janitor: warn when a snapshot older than this many seconds holds back vacuum "
+                  "(0: never)")
+      ->check(CLI::Range(0.0, 86400.0 * 365))
+      ->capture_default_str();
   cmd->add_flag("--burst", wo->burst, "Exit once no task is ready");
   cmd->callback([&options, wo, no_listen, no_janitor] {
     if (wo->ttl <= wo->heartbeat_interval) {

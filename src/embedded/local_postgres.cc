@@ -296,12 +296,33 @@ LocalPostgres LocalPostgres::Start(const LocalPostgresOptions& options, Deadline
     fs::path out = o.data_dir.parent_path() / "initdb.log";
     { std::ofstream truncate(out); }
     GiveToPostgres(out);
-    // Locale C: no dependence on the locales the host has generated.
-    std::vector<std::string> args = {"initdb", "-D",        o.data_dir.string(), "-A",
-                                     "trust",  "-U",        "postgres",          "-E",
-                                     "UTF8",   "--locale=C"};
-    if (!o.fsync) args.push_back("--no-sync");
-    RunTool(pg.bindir_, args, out, deadline);
+    if (!o.standby_of.empty()) {
+      // A copy of the primary, with the standby.signal and primary_conninfo
+      // that make it follow it.
+      std::vector<std::string> args = {"pg_basebackup",
+                                       "-D",
+                                       o.data_dir.string(),
+                                       "-R",
+                                       "-X",
+                                       "stream",
+                                       "-c",
+                                       "fast",
+                                       "-h",
+                                       fs::absolute(o.standby_of).string(),
+                                       "-p",
+                                       "5432",
+                                       "-U",
+                                       "postgres"};
+      if (!o.fsync) args.push_back("--no-sync");
+      RunTool(pg.bindir_, args, out, deadline);
+    } else {
+      // Locale C: no dependence on the locales the host has generated.
+      std::vector<std::string> args = {"initdb", "-D",        o.data_dir.string(), "-A",
+                                       "trust",  "-U",        "postgres",          "-E",
+                                       "UTF8",   "--locale=C"};
+      if (!o.fsync) args.push_back("--no-sync");
+      RunTool(pg.bindir_, args, out, deadline);
+    }
   }
   { std::ofstream touch(o.log_file, std::ios::app); }
   GiveToPostgres(o.log_file);
@@ -482,6 +503,17 @@ void LocalPostgres::Stop(Deadline deadline) {
     owned_ = false;
   }
   if (failure) std::rethrow_exception(failure);
+}
+
+void LocalPostgres::StopImmediately(Deadline deadline) { StopServer("immediate", deadline); }
+
+void LocalPostgres::Promote(Deadline deadline) {
+  fs::path out = options_.data_dir.parent_path() / "pg_ctl.log";
+  int seconds = std::max(5, MillisLeft(deadline) / 1000);
+  RunTool(
+      bindir_,
+      {"pg_ctl", "promote", "-w", "-t", std::to_string(seconds), "-D", options_.data_dir.string()},
+      out, deadline);
 }
 
 void LocalPostgres::Restart(Deadline deadline) {

@@ -35,6 +35,11 @@ struct LocalPostgresOptions {
   std::vector<std::string> settings;
   // Server log file; defaults to data_dir/../postgres.log.
   std::filesystem::path log_file;
+  // A standby: if set and data_dir is new, the data directory is made by
+  // `pg_basebackup -R -X stream` from the server whose Unix socket is in
+  // this directory (as the superuser postgres, on port 5432), instead of by
+  // initdb; the server then starts as a streaming standby of that one.
+  std::filesystem::path standby_of;
 };
 
 class LocalPostgres {
@@ -67,6 +72,12 @@ class LocalPostgres {
   // Stops with -m immediate and starts again: a crash-restart, for fault
   // tests. Existing connections break.
   void Restart(Deadline deadline);
+  // Stops with -m immediate and leaves it stopped (a primary lost in a
+  // failover test).
+  void StopImmediately(Deadline deadline);
+  // Promotes a standby to primary (pg_ctl promote -w): returns once it
+  // accepts writes.
+  void Promote(Deadline deadline);
   bool running() const { return running_; }
   const std::filesystem::path& data_dir() const { return options_.data_dir; }
   const std::filesystem::path& socket_dir() const { return options_.socket_dir; }

@@ -413,4 +413,25 @@ std::optional<TaskState> FinalizeOrphan(pg::Connection& conn, const std::string&
   return OptionalState(res, 0, 0);
 }
 
+std::vector<HorizonHolder> HorizonHolders(pg::Connection& conn, double older_than_seconds,
+                                          Deadline deadline) {
+  auto res = conn.Exec(
+      "SELECT key, kind, pid, name, state, age_seconds, xmin_age "
+      "FROM taskmill.horizon_holders(make_interval(secs => $1::float8))",
+      pg::Params().Add(older_than_seconds), deadline);
+  std::vector<HorizonHolder> out;
+  for (int i = 0; i < res.rows(); ++i) {
+    HorizonHolder h;
+    h.key = res.GetString(i, 0);
+    h.kind = res.GetString(i, 1);
+    h.pid = static_cast<int>(res.GetInt(i, 2));
+    h.name = res.GetString(i, 3);
+    h.state = res.GetString(i, 4);
+    h.age_seconds = res.GetDouble(i, 5);
+    h.xmin_age = res.GetInt(i, 6);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
 }  // namespace taskmill::store

@@ -160,4 +160,23 @@ std::vector<OrphanedTask> OrphanedTasks(pg::Connection& conn, int limit, Deadlin
 std::optional<TaskState> FinalizeOrphan(pg::Connection& conn, const std::string& task_id,
                                         Deadline deadline);
 
+// What holds back this database's xmin horizon (so vacuum cannot remove the
+// dead rows of taskmill's busy tables) for longer than `older_than_seconds`:
+// a session's snapshot or transaction (pid > 0), a prepared transaction or a
+// replication slot (pid 0). `key` identifies the episode (the same holder
+// gives the same key while it lasts). The oldest first; empty if none
+// (taskmill.horizon_holders). Seeing other roles' sessions needs
+// pg_read_all_stats (or superuser); without it they are not reported.
+struct HorizonHolder {
+  std::string key;
+  std::string kind;  // "session", "prepared transaction", "replication slot"
+  int pid = 0;
+  std::string name;        // application_name, gid or slot name
+  std::string state;       // pg_stat_activity.state, or "prepared", "active"/"inactive"
+  double age_seconds = 0;  // for a slot: -1 (a slot has no start time)
+  int64_t xmin_age = 0;    // transactions since its xmin
+};
+std::vector<HorizonHolder> HorizonHolders(pg::Connection& conn, double older_than_seconds,
+                                          Deadline deadline);
+
 }  // namespace taskmill::store

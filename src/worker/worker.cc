@@ -128,6 +128,9 @@ class Worker::Impl {
   void Heartbeat();
   void MaybeHeartbeat();
   void MaybeJanitor();
+  // Janitor: one warning when something starts holding back the xmin
+  // horizon for longer than options_.snapshot_warning, one line when it ends.
+  void WatchHorizon(Deadline deadline);
   // Waits for a notification, a signal or the deadline. Returns true on a
   // "work" wakeup.
   bool WaitIdle(Deadline until);
@@ -187,6 +190,7 @@ class Worker::Impl {
   std::map<std::string, nlohmann::json> pending_progress_;
   Deadline next_progress_flush_{};
   uint64_t tasks_run_ = 0;
+  std::optional<store::HorizonHolder> horizon_episode_;
 };
 
 void Worker::Impl::Connect() {
@@ -301,6 +305,30 @@ void Worker::Impl::MaybeJanitor() {
   if (finalized > 0) {
     store::ProcessReleases(conn_, deadline);
     wakeup_pending_ = true;
+  }
+  WatchHorizon(deadline);
+}
+
+void Worker::Impl::WatchHorizon(Deadline deadline) {
+  if (options_.snapshot_warning <= 0) return;
+  auto holders = store::HorizonHolders(conn_, options_.snapshot_warning, deadline);
+  auto describe = [](const store::HorizonHolder& h) {
+    std::string who = h.pid > 0 ? fmt::format("{} pid {} (application_name \"{}\", state {})",
+                                              h.kind, h.pid, h.name, h.state)
+                                : fmt::format("{} \"{}\" ({})", h.kind, h.name, h.state);
+    return h.age_seconds >= 0 ? fmt::format("{}, {:.0f}s old", who, h.age_seconds) : who;
+  };
+  if (horizon_episode_ && (holders.empty() || holders.front().key != horizon_episode_->key)) {
+    spdlog::info("the old snapshot is gone: {}; vacuum can clean up again",
+                 describe(*horizon_episode_));
+    horizon_episode_.reset();
+  }
+  if (!holders.empty() && !horizon_episode_) {
+    horizon_episode_ = holders.front();
+    spdlog::warn(
+        "old snapshot: {} holds back the database's xmin horizon ({} transactions): vacuum "
+        "cannot remove dead rows of taskmill's tables while it lasts (docs/operations.md)",
+        describe(*horizon_episode_), horizon_episode_->xmin_age);
   }
 }
 
