@@ -40,7 +40,7 @@ class Client {
   // its message starting "tasks[i]:" (i from 0), and nothing is created.
   // Every request must have deferred = true; at most 10,000 per call. Any
   // number of distinct resources is fine (no lock per resource is held for
-  // large batches; see migrations/0004_dispatch_many.sql).
+  // large batches; see migrations/0003_dispatch_many.sql).
   Result<std::vector<std::string>> DispatchMany(const std::vector<DispatchRequest>& requests,
                                                 Deadline deadline);
   // Cancels a task: returns kCanceled (it was waiting) or kCanceling (its

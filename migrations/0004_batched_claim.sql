@@ -187,7 +187,7 @@ BEGIN
   v_ids := ARRAY(SELECT (o->>'id')::uuid FROM jsonb_array_elements(p_outcomes) o);
 
   -- The locks of a finish (bucket shared, then resource exclusive, see
-  -- 0004_dispatch_many.sql) on the resources of every task we still own,
+  -- 0003_dispatch_many.sql) on the resources of every task we still own,
   -- before the statement below takes its snapshot.
   SELECT ARRAY(SELECT DISTINCT r FROM taskmill.task t,
                       unnest(t.exclusive_resources || t.shared_resources) r
