@@ -1,7 +1,7 @@
 // taskmill-bench: the benchmark program. Figures go to docs/benchmarks.md
 // with the command that produced them; no test asserts a time.
 //
-//   taskmill-bench dispatch [--connections N] [--seconds S] [--pipeline D]
+//   taskmill-bench dispatch [--connections N] [--seconds S] [--pipeline D] [--batch B]
 //   taskmill-bench e2e      [--workers N] [--in-process] [--tasks N]
 //   taskmill-bench latency  [--tasks N] [--interval-ms MS]
 //   taskmill-bench backlog  [--waiting N]
@@ -53,6 +53,7 @@ struct Options {
   int connections = 1;
   double seconds = 5;
   int pipeline = 1;
+  int batch = 1;
   int workers = 2;
   bool in_process = false;
   int tasks = 5000;
@@ -193,9 +194,23 @@ void WaitAllFinished(pg::Connection& conn) {
 constexpr const char* kDispatchSql =
     "SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY[gen_random_uuid()::text])";
 
+// A taskmill.dispatch_many batch of `size` no-op tasks, each with a fresh
+// exclusive resource (named from `prefix` and a counter).
+nlohmann::json FreshBatch(int size, const std::string& prefix, int64_t& counter) {
+  nlohmann::json batch = nlohmann::json::array();
+  for (int i = 0; i < size; ++i) {
+    batch.push_back({{"name", "taskmill.noop"},
+                     {"exclusive_resources",
+                      nlohmann::json::array({fmt::format("{}-{}", prefix, counter++)})}});
+  }
+  return batch;
+}
+
 // Dispatches of no-op tasks, each with a fresh resource, from `connections`
-// threads for `seconds`. Returns dispatches per second.
-double DispatchRate(const Database& db, int connections, double seconds, int pipeline) {
+// threads for `seconds`: one per statement, `pipeline` statements per round
+// trip, or `batch` per taskmill.dispatch_many call. Returns tasks per second.
+double DispatchRate(const Database& db, int connections, double seconds, int pipeline,
+                    int batch_size) {
   std::atomic<int64_t> total{0};
   std::atomic<bool> go{false}, stop{false};
   std::vector<std::thread> threads;
@@ -203,10 +218,18 @@ double DispatchRate(const Database& db, int connections, double seconds, int pip
     threads.emplace_back([&] {
       auto conn = db.Connect();
       std::vector<pg::Connection::Statement> batch(pipeline, {kDispatchSql, {}});
+      std::string prefix = conn.Exec("SELECT gen_random_uuid()::text", DeadlineIn(kTimeout))
+                               .GetString(0, 0);
+      int64_t counter = 0;
       while (!go) std::this_thread::yield();
       int64_t n = 0;
       while (!stop) {
-        if (pipeline <= 1) {
+        if (batch_size > 1) {
+          auto tasks = FreshBatch(batch_size, prefix, counter);
+          auto ids = store::DispatchManyJson(conn, tasks, DeadlineIn(kTimeout));
+          if (!ids.ok()) throw std::runtime_error(ids.error().message);
+          n += static_cast<int64_t>(ids->size());
+        } else if (pipeline <= 1) {
           conn.Exec(kDispatchSql, DeadlineIn(kTimeout));
           ++n;
         } else {
@@ -245,17 +268,18 @@ std::vector<double> PickupLatencies(pg::Connection& conn, int tasks, int interva
 
 int Dispatch(const Options& o) {
   fmt::print(
-      "dispatch: {} connection(s), pipeline depth {}, {} s per run, no-op tasks each with a "
-      "fresh exclusive resource\n",
-      o.connections, o.pipeline, o.seconds);
+      "dispatch: {} connection(s), pipeline depth {}, batches of {}, {} s per run, no-op tasks "
+      "each with a fresh exclusive resource\n",
+      o.connections, o.pipeline, o.batch, o.seconds);
   auto log = Log(o);
-  auto rec =
-      log.Begin("dispatch",
-                {{"connections", o.connections}, {"seconds", o.seconds}, {"pipeline", o.pipeline}});
+  auto rec = log.Begin("dispatch", {{"connections", o.connections},
+                                    {"seconds", o.seconds},
+                                    {"pipeline", o.pipeline},
+                                    {"batch", o.batch}});
   std::vector<double> rates;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
-    rates.push_back(DispatchRate(db, o.connections, o.seconds, o.pipeline));
+    rates.push_back(DispatchRate(db, o.connections, o.seconds, o.pipeline, o.batch));
     fmt::print("  run {}: {:.0f} dispatches/s\n", r + 1, rates.back());
     rec.Run({{"dispatches_per_s", rates.back()}});
   }
@@ -352,7 +376,7 @@ int Backlog(const Options& o) {
         for (int i = 0; i < o.waiting; i += 100) conn.ExecPipeline(batch, DeadlineIn(kTimeout));
         conn.Exec("VACUUM ANALYZE taskmill.task", DeadlineIn(std::chrono::minutes(5)));
       }
-      double rate = DispatchRate(db, o.connections, o.seconds, 1);
+      double rate = DispatchRate(db, o.connections, o.seconds, 1, 1);
       // One extra worker holds the busy task for the whole measurement.
       auto workers = StartWorkers(db, o.workers + (full ? 1 : 0), false);
       WaitForWorkers(conn, o.workers, true);
@@ -727,6 +751,9 @@ int main(int argc, char** argv) {
   dispatch->add_option("--seconds", o.seconds)->capture_default_str();
   dispatch->add_option("--pipeline", o.pipeline, "Dispatches in flight per connection")
       ->capture_default_str();
+  dispatch->add_option("--batch", o.batch, "Tasks per taskmill.dispatch_many call (1: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
   auto* e2e = app.add_subcommand("e2e", "End-to-end no-op throughput");
   e2e->add_option("--workers", o.workers)->capture_default_str();
   e2e->add_flag("--in-process", o.in_process);

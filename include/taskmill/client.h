@@ -35,6 +35,16 @@ class Client {
 
   // Creates a task (see include/taskmill/dispatch.h for the contract).
   Result<DispatchOutcome> Dispatch(const DispatchRequest& request, Deadline deadline);
+  // Creates many tasks in one statement and one round trip, with exactly the
+  // semantics of calling Dispatch for each in order (see
+  // include/taskmill/dispatch.h). Returns the ids in request order. All or
+  // nothing: an invalid request fails the whole batch with kInvalidArgument,
+  // its message starting "tasks[i]:" (i from 0), and nothing is created.
+  // Every request must have deferred = true; at most 10,000 per call. Any
+  // number of distinct resources is fine (no lock per resource is held for
+  // large batches; see migrations/0004_dispatch_many.sql).
+  Result<std::vector<std::string>> DispatchMany(const std::vector<DispatchRequest>& requests,
+                                                Deadline deadline);
   // Cancels a task: returns kCanceled (it was waiting) or kCanceling (its
   // owner is stopping it). kNotFound for an unknown id, kConflict for a
   // finished task (nothing changes).

@@ -182,7 +182,7 @@ class Server {
   void Count(const std::string& route, const std::string& method, int status, double secs);
   // The JSON object body of a request under the configured limits, or an
   // HttpError.
-  json ParseBody(const httplib::Request& req) const;
+  json ParseBody(const httplib::Request& req, bool allow_array = false) const;
   bool Authorized(const httplib::Request& req, bool mutating) const;
 
   // The heartbeat thread: heartbeats, re-registers if declared dead, and
@@ -310,12 +310,17 @@ void ReplyError(httplib::Response& res, int status, const std::string& detail,
   Reply(res, status, body);
 }
 
-json Server::ParseBody(const httplib::Request& req) const {
+// The JSON body of a request within the JSON limits: an object, or with
+// `allow_array` also an array; else an HttpError.
+json Server::ParseBody(const httplib::Request& req, bool allow_array) const {
   if (req.body.empty()) throw HttpError{400, "a JSON body is required"};
   http::JsonLimitError error;
   auto j = http::ParseLimitedJson(req.body, options_.json_limits, &error);
   if (!j) throw HttpError{400, error.detail, error.limit};
-  if (!j->is_object()) throw HttpError{400, "the body must be a JSON object"};
+  if (!j->is_object() && !(allow_array && j->is_array())) {
+    throw HttpError{400, allow_array ? "the body must be a JSON object or an array of them"
+                                     : "the body must be a JSON object"};
+  }
   return std::move(*j);
 }
 
@@ -718,15 +723,20 @@ void Server::SweepLostImmediates(pg::Connection& conn) {
   }
 }
 
-void Server::CreateTask(const httplib::Request& req, httplib::Response& res) {
-  json body = ParseBody(req);
+namespace {
+
+// One task of a POST /tasks/ body. Errors are HttpError 400 whose message
+// starts with `where` ("" for a single task, "tasks[i]: " in an array).
+DispatchRequest DispatchRequestFromJson(const json& body, const std::string& where) {
+  auto bad = [&](const std::string& message) { return HttpError{400, where + message}; };
+  if (!body.is_object()) throw bad("a task must be a JSON object");
   DispatchRequest r;
   bool have_name = false;
-  auto string_list = [](const json& v, const char* field) {
-    if (!v.is_array()) throw HttpError{400, fmt::format("{} must be a list of strings", field)};
+  auto string_list = [&](const json& v, const char* field) {
+    if (!v.is_array()) throw bad(fmt::format("{} must be a list of strings", field));
     std::vector<std::string> out;
     for (const auto& s : v) {
-      if (!s.is_string()) throw HttpError{400, fmt::format("{} must be a list of strings", field)};
+      if (!s.is_string()) throw bad(fmt::format("{} must be a list of strings", field));
       out.push_back(s.get<std::string>());
     }
     return out;
@@ -735,34 +745,71 @@ void Server::CreateTask(const httplib::Request& req, httplib::Response& res) {
     const std::string& k = it.key();
     const json& v = *it;
     if (k == "name") {
-      if (!v.is_string()) throw HttpError{400, "name must be a string"};
+      if (!v.is_string()) throw bad("name must be a string");
       r.name = v.get<std::string>();
       have_name = true;
     } else if (k == "args") {
-      if (!v.is_array()) throw HttpError{400, "args must be a JSON array"};
+      if (!v.is_array()) throw bad("args must be a JSON array");
       r.args = v;
     } else if (k == "kwargs") {
-      if (!v.is_object()) throw HttpError{400, "kwargs must be a JSON object"};
+      if (!v.is_object()) throw bad("kwargs must be a JSON object");
       r.kwargs = v;
     } else if (k == "exclusive_resources") {
       r.exclusive_resources = string_list(v, "exclusive_resources");
     } else if (k == "shared_resources") {
       r.shared_resources = string_list(v, "shared_resources");
     } else if (k == "immediate" || k == "deferred") {
-      if (!v.is_boolean()) throw HttpError{400, fmt::format("{} must be true or false", k)};
+      if (!v.is_boolean()) throw bad(fmt::format("{} must be true or false", k));
       (k == "immediate" ? r.immediate : r.deferred) = v.get<bool>();
     } else if (k == "task_group") {
       if (v.is_null()) continue;
       if (!v.is_string() || !UuidFromRef(v.get<std::string>())) {
-        throw HttpError{400, "task_group must be a task group href or uuid"};
+        throw bad("task_group must be a task group href or uuid");
       }
       r.task_group = UuidFromRef(v.get<std::string>());
     } else {
-      throw HttpError{400, fmt::format("unknown field \"{}\"", k)};
+      throw bad(fmt::format("unknown field \"{}\"", k));
     }
   }
-  if (!have_name) throw HttpError{400, "name is required"};
-  r.logging_cid = req.get_header_value("Correlation-ID");
+  if (!have_name) throw bad("name is required");
+  return r;
+}
+
+}  // namespace
+
+// A JSON object creates one task (202 {"task": href}); a JSON array creates
+// all of its tasks in one transaction with the semantics of one POST per
+// element in order (202 {"tasks": [href, ...]}), or none of them (400
+// naming the first bad element as "tasks[i]: ..."). Batched tasks are never
+// run here as immediate tasks: they go to the workers.
+void Server::CreateTask(const httplib::Request& req, httplib::Response& res) {
+  json body = ParseBody(req, /*allow_array=*/true);
+  std::string cid = req.get_header_value("Correlation-ID");
+  if (body.is_array()) {
+    if (body.size() > store::kMaxDispatchBatch) {
+      throw HttpError{400, fmt::format("too many tasks in one request: {} (at most {})",
+                                       body.size(), store::kMaxDispatchBatch)};
+    }
+    std::vector<DispatchRequest> requests;
+    requests.reserve(body.size());
+    for (size_t i = 0; i < body.size(); ++i) {
+      requests.push_back(DispatchRequestFromJson(body[i], fmt::format("tasks[{}]: ", i)));
+      requests.back().logging_cid = cid;
+      // Immediate keeps its claim priority; a batch always waits for a worker.
+      if (!requests.back().deferred) {
+        throw HttpError{400, fmt::format("tasks[{}]: a batched task is always deferred", i)};
+      }
+    }
+    auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
+    auto ids = store::DispatchMany(*conn, requests, DeadlineIn(kQueryTimeout));
+    if (!ids.ok()) throw HttpError{StatusFor(ids.error().code), ids.error().message};
+    json hrefs = json::array();
+    for (const auto& id : *ids) hrefs.push_back(fmt::format("{}tasks/{}/", kRoot, id));
+    Reply(res, 202, json{{"tasks", std::move(hrefs)}});
+    return;
+  }
+  DispatchRequest r = DispatchRequestFromJson(body, "");
+  r.logging_cid = cid;
   auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
   auto id = DispatchOne(*conn, r);
   if (!id.ok()) throw HttpError{StatusFor(id.error().code), id.error().message};

@@ -4,7 +4,9 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -194,21 +196,93 @@ void AddWorker(CLI::App& app, GlobalOptions& options) {
   });
 }
 
+// `taskmill dispatch --file F`: one task per line, as JSON objects in the
+// form of taskmill.dispatch_many; blank lines are skipped. The whole file is
+// one transaction (all or nothing), sent in statements of at most
+// store::kMaxDispatchBatch tasks; prints the ids in file order.
+void DispatchFile(const GlobalOptions& options, const std::string& path) {
+  std::ifstream file_stream;
+  std::istream* in = &std::cin;
+  if (path != "-") {
+    file_stream.open(path);
+    if (!file_stream) Fail(kExitBadInput, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    in = &file_stream;
+  }
+  nlohmann::json batch = nlohmann::json::array();
+  std::vector<int> line_of;  // batch index -> line number
+  std::string line;
+  for (int number = 1; std::getline(*in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto task = nlohmann::json::parse(line, nullptr, false);
+    if (task.is_discarded()) Fail(kExitBadInput, fmt::format("{}:{}: not valid JSON", path, number));
+    if (!task.is_object()) {
+      Fail(kExitBadInput, fmt::format("{}:{}: a task must be a JSON object", path, number));
+    }
+    batch.push_back(std::move(task));
+    line_of.push_back(number);
+  }
+  if (in->bad()) Fail(kExitBadInput, fmt::format("cannot read {}", path));
+  if (batch.empty()) Fail(kExitBadInput, fmt::format("{}: no tasks", path));
+
+  auto conn = ConnectOrFail(options);
+  auto deadline = DeadlineIn(kCliTimeout + std::chrono::seconds(batch.size() / 1000));
+  std::vector<std::string> ids;
+  try {
+    conn.Exec("BEGIN", deadline);
+    for (size_t start = 0; start < batch.size(); start += store::kMaxDispatchBatch) {
+      size_t end = std::min(batch.size(), start + store::kMaxDispatchBatch);
+      nlohmann::json chunk(batch.begin() + start, batch.begin() + end);
+      auto out = store::DispatchManyJson(conn, chunk, deadline);
+      if (!out.ok()) {
+        conn.Exec("ROLLBACK", deadline);
+        // "tasks[i]: reason" -> "FILE:LINE: reason"
+        std::string message = out.error().message;
+        if (message.rfind("tasks[", 0) == 0) {
+          size_t close = message.find("]: ");
+          if (close != std::string::npos) {
+            size_t index = start + std::stoul(message.substr(6, close - 6));
+            if (index < line_of.size()) {
+              message = fmt::format("{}:{}: {}", path, line_of[index], message.substr(close + 3));
+            }
+          }
+        }
+        Fail(ExitCodeFor(out.error().code), message + " (nothing was dispatched)");
+      }
+      ids.insert(ids.end(), out->begin(), out->end());
+    }
+    conn.Exec("COMMIT", deadline);
+  } catch (const pg::Error& e) {
+    Fail(kExitUnavailable, fmt::format("dispatch failed (nothing was dispatched): {}", e.what()));
+  }
+  for (const auto& id : ids) fmt::print("{}\n", id);
+}
+
 void AddDispatch(CLI::App& app, GlobalOptions& options) {
   struct Flags {
-    std::string name, args = "[]", kwargs = "{}", task_group, logging_cid;
+    std::string name, args = "[]", kwargs = "{}", task_group, logging_cid, file;
     std::vector<std::string> exclusive, shared;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand("dispatch", "Create a task and print its id");
-  cmd->add_option("name", f->name, "Registered function name")->required();
+  auto* name = cmd->add_option("name", f->name, "Registered function name");
   cmd->add_option("--args", f->args, "Positional arguments, a JSON array")->capture_default_str();
   cmd->add_option("--kwargs", f->kwargs, "Keyword arguments, a JSON object")->capture_default_str();
   cmd->add_option("--exclusive", f->exclusive, "Resource held exclusively (repeatable)");
   cmd->add_option("--shared", f->shared, "Resource held shared (repeatable)");
   cmd->add_option("--task-group", f->task_group, "Task group id");
   cmd->add_option("--logging-cid", f->logging_cid, "Correlation id for logs");
-  cmd->callback([&options, f] {
+  auto* file = cmd->add_option(
+      "--file", f->file,
+      "Dispatch the tasks of a file, one JSON object per line ({\"name\": ..., \"args\": [...], "
+      "\"kwargs\": {...}, \"exclusive_resources\": [...], \"shared_resources\": [...]}), all "
+      "or nothing, in file order; - reads standard input. Prints one id per line");
+  file->excludes(name);
+  cmd->callback([&options, f, name, file] {
+    if (file->count() > 0) {
+      DispatchFile(options, f->file);
+      return;
+    }
+    if (name->count() == 0) Fail(kExitBadInput, "dispatch needs a function NAME or --file FILE");
     DispatchRequest req;
     req.name = f->name;
     req.args = ParseJsonFlag("--args", f->args);

@@ -35,6 +35,11 @@ Result<DispatchOutcome> Client::Dispatch(const DispatchRequest& request, Deadlin
   return store::DispatchTask(impl_->Conn(deadline), request, std::nullopt, deadline);
 }
 
+Result<std::vector<std::string>> Client::DispatchMany(
+    const std::vector<DispatchRequest>& requests, Deadline deadline) {
+  return store::DispatchMany(impl_->Conn(deadline), requests, deadline);
+}
+
 Result<TaskState> Client::Cancel(const std::string& task_id, Deadline deadline) {
   auto& conn = impl_->Conn(deadline);
   auto state = store::CancelTask(conn, task_id, deadline);

@@ -214,6 +214,57 @@ Result<DispatchOutcome> DispatchTask(pg::Connection& conn, const DispatchRequest
   }
 }
 
+nlohmann::json DispatchRequestToJson(const DispatchRequest& request) {
+  nlohmann::json j = {{"name", request.name},
+                      {"args", request.args},
+                      {"kwargs", request.kwargs},
+                      {"exclusive_resources", request.exclusive_resources},
+                      {"shared_resources", request.shared_resources}};
+  if (request.immediate) j["immediate"] = true;
+  if (request.task_group) j["task_group"] = *request.task_group;
+  if (request.parent_task) j["parent_task"] = *request.parent_task;
+  if (!request.logging_cid.empty()) j["logging_cid"] = request.logging_cid;
+  return j;
+}
+
+Result<std::vector<std::string>> DispatchMany(pg::Connection& conn,
+                                              const std::vector<DispatchRequest>& requests,
+                                              Deadline deadline) {
+  if (requests.size() > kMaxDispatchBatch) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     fmt::format("too many tasks in one batch: {} (at most {})", requests.size(),
+                                 kMaxDispatchBatch));
+  }
+  nlohmann::json batch = nlohmann::json::array();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!requests[i].deferred) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       fmt::format("tasks[{}]: a batched task is always deferred (a batch is "
+                                   "never run by the dispatching process)",
+                                   i));
+    }
+    batch.push_back(DispatchRequestToJson(requests[i]));
+  }
+  return DispatchManyJson(conn, batch, deadline);
+}
+
+Result<std::vector<std::string>> DispatchManyJson(pg::Connection& conn, const nlohmann::json& batch,
+                                                  Deadline deadline) {
+  if (!batch.is_array()) {
+    return MakeError(ErrorCode::kInvalidArgument, "a batch must be a JSON array of tasks");
+  }
+  if (batch.empty()) return std::vector<std::string>{};
+  try {
+    auto res = conn.Exec(
+        "SELECT taskmill.dispatch_many($1::jsonb)",
+        pg::Params().Add(batch.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)),
+        deadline);
+    return res.GetTextArray(0, 0);
+  } catch (const pg::QueryError& e) {
+    return MapOrRethrow<std::vector<std::string>>(e);
+  }
+}
+
 Result<TaskState> CancelTask(pg::Connection& conn, const std::string& task_id, Deadline deadline) {
   try {
     auto res = conn.Exec(kCancel, pg::Params().Add(task_id), deadline);
@@ -345,6 +396,55 @@ FinishAndClaimResult FinishAndClaim(pg::Connection& conn, const std::string& tas
   out.finished = OptionalState(res, 0, res.Column("finished_state"));
   if (!res.IsNull(0, "id")) out.next = TaskFromRow(res, 0);
   return out;
+}
+
+Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const std::string& app_id,
+                                                    const std::vector<TaskOutcome>& outcomes,
+                                                    int claim, bool idle, Deadline deadline) {
+  nlohmann::json batch = nlohmann::json::array();
+  pg::Params exclude;
+  std::vector<std::string> ids;
+  for (const auto& o : outcomes) {
+    batch.push_back({{"id", o.task_id},
+                     {"state", TaskStateName(o.state)},
+                     {"result", o.result},
+                     {"error", o.error}});
+    ids.push_back(o.task_id);
+  }
+  std::vector<pg::Connection::Statement> statements;
+  statements.push_back({"BEGIN", {}});
+  if (!outcomes.empty()) {
+    statements.push_back(
+        {"SELECT taskmill.finish_many($1::uuid, $2::jsonb)",
+         pg::Params().Add(app_id).Add(
+             batch.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))});
+  }
+  if (claim > 0) {
+    statements.push_back(
+        {"SELECT * FROM taskmill.claim_many($1::uuid, $2::integer, $3::boolean, $4::uuid[])",
+         pg::Params().Add(app_id).Add(claim).Add(idle).AddTextArray(ids)});
+  }
+  statements.push_back({"COMMIT", {}});
+  try {
+    auto results = conn.ExecPipeline(statements, deadline);
+    FinishAndClaimManyResult out;
+    size_t next = 1;
+    if (!outcomes.empty()) {
+      auto states = results[next++].GetTextArray(0, 0);
+      // NULL elements come back empty: not ours.
+      for (const auto& st : states) {
+        out.finished.push_back(st.empty() ? std::nullopt : ParseTaskState(st));
+      }
+      out.finished.resize(outcomes.size());
+    }
+    if (claim > 0) {
+      const auto& claimed = results[next++];
+      for (int row = 0; row < claimed.rows(); ++row) out.claimed.push_back(TaskFromRow(claimed, row));
+    }
+    return out;
+  } catch (const pg::QueryError& e) {
+    return MapOrRethrow<FinishAndClaimManyResult>(e);
+  }
 }
 
 std::optional<TaskState> FinishTask(pg::Connection& conn, const std::string& task_id,

@@ -31,6 +31,26 @@ std::optional<Error> MapSqlError(const pg::Error& e);
 Result<DispatchOutcome> DispatchTask(pg::Connection& conn, const DispatchRequest& request,
                                      const std::optional<std::string>& run_here, Deadline deadline);
 
+// Dispatches `requests` in one statement (taskmill.dispatch_many) with the
+// semantics of DispatchTask called once per element in order: consecutive
+// places in line, each task waiting for every earlier conflicting one (in
+// the batch or before it). Returns the ids in request order. Every element
+// must be deferred (a batch is never run by the dispatching process); an
+// invalid element fails the whole batch with kInvalidArgument and a message
+// that starts with "tasks[i]:" (i from 0), and nothing is written. At most
+// kMaxDispatchBatch elements.
+constexpr size_t kMaxDispatchBatch = 10000;
+Result<std::vector<std::string>> DispatchMany(pg::Connection& conn,
+                                              const std::vector<DispatchRequest>& requests,
+                                              Deadline deadline);
+// The same for a JSON array whose elements are already in the form
+// taskmill.dispatch_many takes (see DispatchRequestToJson); every check is
+// the SQL function's.
+Result<std::vector<std::string>> DispatchManyJson(pg::Connection& conn, const nlohmann::json& batch,
+                                                  Deadline deadline);
+// The JSON object taskmill.dispatch_many takes for one request.
+nlohmann::json DispatchRequestToJson(const DispatchRequest& request);
+
 // Returns the state after the cancel ("canceled" or "canceling").
 Result<TaskState> CancelTask(pg::Connection& conn, const std::string& task_id, Deadline deadline);
 // Returns how many tasks were canceled or are being canceled.
@@ -126,6 +146,29 @@ FinishAndClaimResult FinishAndClaim(pg::Connection& conn, const std::string& tas
                                     const std::string& app_id, TaskState state,
                                     const nlohmann::json& result, const nlohmann::json& error,
                                     Deadline deadline);
+
+// The outcome of one task of this process, for FinishAndClaimMany.
+struct TaskOutcome {
+  std::string task_id;
+  TaskState state = TaskState::kCompleted;  // kCompleted, kFailed or kCanceled
+  nlohmann::json result;                    // null: none
+  nlohmann::json error;                     // null: none
+};
+struct FinishAndClaimManyResult {
+  // One per outcome, in order: the final state, or nullopt if the task was no
+  // longer ours (nothing was written for it).
+  std::vector<std::optional<TaskState>> finished;
+  std::vector<Task> claimed;
+};
+// Records `outcomes` (taskmill.finish_many) and claims up to `claim` ready
+// tasks (taskmill.claim_many; none if 0) in ONE transaction and one round
+// trip. The releases of the finished tasks are left for a later
+// transaction. With `idle`, a process left with free slots is put on the
+// idle list. Returns kConflict if `app_id` was declared dead (fenced): then
+// nothing was written. Outcomes are durable when this returns a value.
+Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const std::string& app_id,
+                                                    const std::vector<TaskOutcome>& outcomes,
+                                                    int claim, bool idle, Deadline deadline);
 
 bool ReportProgress(pg::Connection& conn, const std::string& task_id, const std::string& app_id,
                     const nlohmann::json& report, Deadline deadline);
