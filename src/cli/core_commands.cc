@@ -18,6 +18,7 @@
 #include "common/subprocess.h"
 #include "embedded/local_postgres.h"
 #include "pg/connection.h"
+#include "pg/transaction.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
 #include "taskmill/worker.h"
@@ -228,13 +229,13 @@ void DispatchFile(const GlobalOptions& options, const std::string& path) {
   auto deadline = DeadlineIn(kCliTimeout + std::chrono::seconds(batch.size() / 1000));
   std::vector<std::string> ids;
   try {
-    conn.Exec("BEGIN", deadline);
+    pg::Transaction transaction(conn, deadline);
     for (size_t start = 0; start < batch.size(); start += store::kMaxDispatchBatch) {
       size_t end = std::min(batch.size(), start + store::kMaxDispatchBatch);
       nlohmann::json chunk(batch.begin() + start, batch.begin() + end);
       auto out = store::DispatchManyJson(conn, chunk, deadline);
       if (!out.ok()) {
-        conn.Exec("ROLLBACK", deadline);
+        transaction.Rollback(deadline);
         // "tasks[i]: reason" -> "FILE:LINE: reason"
         std::string message = out.error().message;
         if (message.rfind("tasks[", 0) == 0) {
@@ -250,7 +251,7 @@ void DispatchFile(const GlobalOptions& options, const std::string& path) {
       }
       ids.insert(ids.end(), out->begin(), out->end());
     }
-    conn.Exec("COMMIT", deadline);
+    transaction.Commit(deadline);
   } catch (const pg::Error& e) {
     Fail(kExitUnavailable, fmt::format("dispatch failed (nothing was dispatched): {}", e.what()));
   }

@@ -90,6 +90,20 @@ constexpr pg::Query kFinishAndClaim{"finish_and_claim",
     TM_ISO_TEXT("started_at") " AS started_text "
     "FROM taskmill.finish_and_claim($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)"};
 
+// The same columns from taskmill.claim_many's rows.
+constexpr pg::Query kClaimMany{"claim_many",
+    "SELECT id, seq, name, args, kwargs, exclusive_resources, shared_resources, state, "
+    TM_ISO_TEXT("created_at") " AS created_text, "
+    TM_ISO_TEXT("unblocked_at") " AS unblocked_text, "
+    TM_ISO_TEXT("started_at") " AS started_text, "
+    TM_ISO_TEXT("finished_at") " AS finished_text, "
+    "app_lock, worker_name, result, error, progress_reports, immediate, deferred, parent_task, "
+    "task_group, logging_cid "
+    "FROM taskmill.claim_many($1::uuid, $2::integer, $3::boolean, $4::uuid[])"};
+constexpr pg::Query kFinishMany{"finish_many",
+                                "SELECT taskmill.finish_many($1::uuid, $2::jsonb)"};
+constexpr pg::Query kDispatchMany{"dispatch_many", "SELECT taskmill.dispatch_many($1::jsonb)"};
+
 constexpr pg::Query kFinish{"finish",
                             "SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)"};
 
@@ -256,7 +270,7 @@ Result<std::vector<std::string>> DispatchManyJson(pg::Connection& conn, const nl
   if (batch.empty()) return std::vector<std::string>{};
   try {
     auto res = conn.Exec(
-        "SELECT taskmill.dispatch_many($1::jsonb)",
+        kDispatchMany,
         pg::Params().Add(batch.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)),
         deadline);
     return res.GetTextArray(0, 0);
@@ -415,13 +429,13 @@ Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const 
   statements.push_back({"BEGIN", {}});
   if (!outcomes.empty()) {
     statements.push_back(
-        {"SELECT taskmill.finish_many($1::uuid, $2::jsonb)",
+        {kFinishMany.text,
          pg::Params().Add(app_id).Add(
              batch.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))});
   }
   if (claim > 0) {
     statements.push_back(
-        {"SELECT * FROM taskmill.claim_many($1::uuid, $2::integer, $3::boolean, $4::uuid[])",
+        {kClaimMany.text,
          pg::Params().Add(app_id).Add(claim).Add(idle).AddTextArray(ids)});
   }
   statements.push_back({"COMMIT", {}});
