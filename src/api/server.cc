@@ -643,8 +643,7 @@ TaskState Server::RunImmediate(pg::Connection& conn, const Task& task, const std
 std::optional<TaskState> Server::RecordOverdue(const Task& task, const worker::Outcome& outcome) {
   auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
   auto st = FinishImmediate(*conn, task.id, task.app_lock.value_or(""), outcome);
-  immediate_.Add({{"outcome", std::string(TaskStateName(st.value_or(outcome.state)))}})
-      .Increment();
+  immediate_.Add({{"outcome", std::string(TaskStateName(st.value_or(outcome.state)))}}).Increment();
   return st;
 }
 
