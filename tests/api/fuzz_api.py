@@ -195,20 +195,22 @@ def check(host, port, req):
 
 
 def run_phase(host, port, the_seed, seconds):
+    """Batches of examples, each batch seeded from `the_seed` and its number
+    (so a seed replays the same requests), until `seconds` have passed."""
     start = time.monotonic()
     count = [0]
+    batch = 0
+    while time.monotonic() - start < seconds:
+        @seed(the_seed * 100003 + batch)
+        @settings(max_examples=20, deadline=None, database=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(requests())
+        def prop(req):
+            count[0] += 1
+            check(host, port, req)
 
-    @seed(the_seed)
-    @settings(max_examples=100000, deadline=None, database=None, derandomize=False,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(requests())
-    def prop(req):
-        if time.monotonic() - start > seconds:
-            return  # out of time: the remaining examples are skipped
-        count[0] += 1
-        check(host, port, req)
-
-    prop()
+        prop()
+        batch += 1
     return count[0]
 
 

@@ -50,9 +50,10 @@ TEST(ApiFuzz, NoFiveHundredsNoCrashNoHangJsonErrors) {
       30s))
       << testing::ReadFile(log);
   const char* seconds = std::getenv("TASKMILL_FUZZ_SECONDS");
-  std::string cmd = fmt::format("/usr/bin/python3 {}/tests/api/fuzz_api.py --url http://127.0.0.1:{} "
-                                "--seconds {}",
-                                TASKMILL_SOURCE_DIR, port, seconds ? seconds : "60");
+  std::string cmd = fmt::format(
+      "/usr/bin/python3 {}/tests/api/fuzz_api.py --url http://127.0.0.1:{} "
+      "--seconds {}",
+      TASKMILL_SOURCE_DIR, port, seconds ? seconds : "60");
   int rc = std::system(cmd.c_str());
   EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << "fuzzer failed (see above)";
   EXPECT_TRUE(api.running()) << "the API process died\n" << testing::ReadFile(log);

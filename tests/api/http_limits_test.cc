@@ -99,9 +99,9 @@ class Raw {
           return out;
         }
       }
-      int left = static_cast<int>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now())
-              .count());
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      end - std::chrono::steady_clock::now())
+                                      .count());
       if (left <= 0) break;
       pollfd p{fd_, POLLIN, 0};
       if (poll(&p, 1, left) <= 0) break;
@@ -161,8 +161,9 @@ class HttpLimitsTest : public ::testing::Test {
   }
 
   std::vector<std::string> ApiArgs(int port, const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {"--database-url", db_, "api", "--listen",
-                                     fmt::format("127.0.0.1:{}", port), "--threads", "4"};
+    std::vector<std::string> args = {
+        "--database-url", db_, "api", "--listen", fmt::format("127.0.0.1:{}", port),
+        "--threads",      "4"};
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   }
@@ -273,9 +274,9 @@ TEST_F(HttpLimitsTest, LongTaskGroupOrPathSegmentIsA400NotACrash) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 400) << r->body.substr(0, 200);
   // Over the string limit: named.
-  r = client_->Post(
-      kTasks, json{{"name", "taskmill.noop"}, {"task_group", std::string(70000, 'c')}}.dump(),
-      "application/json");
+  r = client_->Post(kTasks,
+                    json{{"name", "taskmill.noop"}, {"task_group", std::string(70000, 'c')}}.dump(),
+                    "application/json");
   ASSERT_TRUE(r);
   ExpectError(r->status, json::parse(r->body), 400, "max-json-string-bytes");
   ExpectAlive();
@@ -381,7 +382,8 @@ TEST_F(HttpLimitsTest, IdleKeepAliveConnectionsAreClosedAndDoNotDelayOthers) {
 TEST_F(HttpLimitsTest, PostWithoutContentLengthIsAnsweredAtOnce) {
   StartApi();
   Raw raw(port_);
-  raw.Send("POST /pulp/api/v3/tasks/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n");
+  raw.Send(
+      "POST /pulp/api/v3/tasks/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n");
   std::string resp = raw.ReadResponse(10s);
   ExpectError(StatusOf(resp), BodyOf(resp), 400);
   EXPECT_EQ(TaskCount(), 0);
@@ -394,9 +396,10 @@ TEST_F(HttpLimitsTest, ChunkedBodyOverTheLimitIs413WithoutMemoryGrowth) {
   {
     Raw raw(port_);
     std::string body = json{{"name", "taskmill.noop"}}.dump();
-    raw.Send(fmt::format("POST /pulp/api/v3/tasks/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                         "chunked\r\nContent-Type: application/json\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
-                         body.size(), body));
+    raw.Send(
+        fmt::format("POST /pulp/api/v3/tasks/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                    "chunked\r\nContent-Type: application/json\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                    body.size(), body));
     EXPECT_EQ(StatusOf(raw.ReadResponse()), 202);
   }
   long before = RssKb(api_.pid());
@@ -610,8 +613,8 @@ TEST_F(HttpLimitsTest, TlsServesHttpsAndNotPlainText) {
             TempFile("tls-token", "tok")},
            /*tls=*/true);
   headers_ = {{"Authorization", "Bearer tok"}};
-  auto r = client_->Post(kTasks, headers_, json{{"name", "taskmill.noop"}}.dump(),
-                         "application/json");
+  auto r =
+      client_->Post(kTasks, headers_, json{{"name", "taskmill.noop"}}.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 202) << r->body;
   r = client_->Get("/pulp/api/v3/tasks/", headers_);

@@ -541,7 +541,7 @@ struct HttpServer::Impl {
 
   // Answers a request the handler never sees, then closes the connection.
   void Reject(Conn* c, int status, const std::string& detail, const std::string& limit = "") {
-    if (observer) observer(c->req.method, status);
+    if (observer) observer(c->req.method.empty() ? "-" : c->req.method, status);
     std::string body = ErrorBody(detail, limit);
     c->out = fmt::format(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nConnection: close\r\n"

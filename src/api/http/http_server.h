@@ -61,8 +61,9 @@ struct HttpServerOptions {
 // Connection are the server's).
 using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
 // Told of every request the front answers itself without calling the
-// handler (a broken limit or a malformed request): its method ("" if the
-// request line was not read) and status. Called on the reactor thread.
+// handler (a broken limit or a malformed request): its method ("-" if the
+// request line was not read yet) and status; and of every connection refused
+// at accept (method "", status 503). Called on the reactor thread.
 using RejectObserver = std::function<void(const std::string& method, int status)>;
 
 // A resolved listening address.
