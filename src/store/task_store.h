@@ -215,7 +215,7 @@ struct HorizonHolder {
   std::string kind;  // "session", "prepared transaction", "replication slot"
   int pid = 0;
   std::string name;        // application_name, gid or slot name
-  std::string state;       // pg_stat_activity.state, or "prepared", "active"/"inactive"
+  std::string state;       // pg_stat_activity.state, or "prepared", or "inactive" (a slot)
   double age_seconds = 0;  // for a slot: -1 (a slot has no start time)
   int64_t xmin_age = 0;    // transactions since its xmin
 };
