@@ -12,11 +12,17 @@ random seed (printed, so a failure can be replayed with --seed).
 """
 import argparse
 import json
+import os
 import random
 import socket
 import sys
+import tempfile
 import time
 import urllib.parse
+
+# Hypothesis keeps a cache (unicode data) in ./.hypothesis: not in the checkout.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      os.path.join(tempfile.gettempdir(), "taskmill-hypothesis"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
