@@ -207,7 +207,7 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
       try {
         if (!conn.ok()) conn = pg::Connection::Open(url, DeadlineIn(3s));
         DispatchRequest req;
-        req.name = "taskmill.sleep";
+        req.name = "test.sleep";
         req.kwargs = kwargs(s);
         req.exclusive_resources = s.exclusive;
         req.shared_resources = s.shared;
@@ -227,7 +227,7 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
     c.set_read_timeout(20, 0);
     while (!stop) {
       Shape s = RandomShape(rng);
-      nlohmann::json body = {{"name", "taskmill.sleep"},
+      nlohmann::json body = {{"name", "test.sleep"},
                              {"kwargs", kwargs(s)},
                              {"exclusive_resources", s.exclusive},
                              {"shared_resources", s.shared}};
@@ -250,7 +250,7 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
     while (!stop) {
       Shape s = RandomShape(rng);
       std::vector<std::string> args = {"--database-url", url,        "dispatch",
-                                       "taskmill.sleep", "--kwargs", kwargs(s).dump()};
+                                       "test.sleep", "--kwargs", kwargs(s).dump()};
       for (const auto& r : s.exclusive) args.insert(args.end(), {"--exclusive", r});
       for (const auto& r : s.shared) args.insert(args.end(), {"--shared", r});
       auto out = testing::RunTaskmill(args);
