@@ -130,7 +130,12 @@ BEGIN
     IF FOUND THEN
       v_unblocked := taskmill._process_releases(64 + p_limit, p_exclude, v_rfloor);
     END IF;
-    v_void := taskmill._release_probed(v_rfloor, v_hint);
+    -- The caller's own releases (p_exclude, left pending by finish_many in
+    -- this transaction) moved the hint: this probe, which skipped them, must
+    -- not mark it seen, so that the next transaction's probe looks from it.
+    IF coalesce(cardinality(p_exclude), 0) = 0 THEN
+      v_void := taskmill._release_probed(v_rfloor, v_hint);
+    END IF;
   END IF;
 
   -- As _claim_one, with a LIMIT of p_limit: our own row with KEY SHARE (it

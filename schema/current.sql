@@ -9,6 +9,20 @@
 CREATE SCHEMA taskmill;
 
 --
+-- Name: _claim_floor(); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._claim_floor() RETURNS bigint
+    LANGUAGE sql
+    AS $$
+  SELECT CASE
+           WHEN coalesce(nullif(current_setting('taskmill.claim_rescan_at', true), '')::float8, 0)
+                <= extract(epoch FROM clock_timestamp()) THEN 0::bigint
+           ELSE coalesce(nullif(current_setting('taskmill.claim_floor', true), '')::bigint, 0)
+         END
+$$;
+
+--
 -- Name: task; Type: TABLE; Schema: taskmill; Owner: -
 --
 
@@ -38,7 +52,8 @@ CREATE TABLE taskmill.task (
     release_pending boolean DEFAULT false NOT NULL,
     CONSTRAINT task_check CHECK ((immediate OR deferred)),
     CONSTRAINT task_state_check CHECK ((state = ANY (ARRAY['waiting'::text, 'running'::text, 'completed'::text, 'failed'::text, 'canceling'::text, 'canceled'::text])))
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='2000', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='1');
 
 --
 -- Name: _claim_one(uuid, boolean, uuid); Type: FUNCTION; Schema: taskmill; Owner: -
@@ -51,29 +66,61 @@ DECLARE
   v_channel text;
   v_unblocked integer := 0;
   v_task taskmill.task;
+  v_floor bigint;
+  v_void text;
+  v_ticket bigint;
+  v_hint bigint;
+  v_rfloor bigint;
 BEGIN
-  PERFORM 1 FROM taskmill.task t WHERE t.release_pending AND t.id IS DISTINCT FROM p_exclude
-   LIMIT 1;
-  IF FOUND THEN
-    v_unblocked := taskmill._process_releases(64, p_exclude);
+  -- Pending releases, probed from this session's release floor.
+  v_hint := pg_sequence_last_value('taskmill.release_hint');
+  v_rfloor := taskmill._release_floor();
+  IF v_rfloor < 9223372036854775807 THEN
+    PERFORM 1 FROM taskmill.task t WHERE t.release_pending AND t.seq >= v_rfloor
+       AND t.id IS DISTINCT FROM p_exclude
+     LIMIT 1;
+    IF FOUND THEN
+      v_unblocked := taskmill._process_releases(64, p_exclude, v_rfloor);
+    END IF;
+    v_void := taskmill._release_probed(v_rfloor, v_hint);
   END IF;
 
   -- The next ready task, locked; our own row with KEY SHARE (it conflicts
   -- with the janitor's DELETE of it, so a worker being declared dead cannot
   -- claim at the same moment), only if there is a task; and the update.
-  WITH c AS (
-    SELECT t.id FROM taskmill.task t
-     WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
-     ORDER BY t.immediate DESC, t.seq
-     LIMIT 1 FOR UPDATE SKIP LOCKED),
-  a AS (
-    SELECT a.name FROM taskmill.app a WHERE a.id = p_app AND EXISTS (SELECT 1 FROM c)
-       FOR KEY SHARE)
-  UPDATE taskmill.task t
-     SET state = 'running', app_lock = p_app, worker_name = a.name, started_at = clock_timestamp()
-    FROM c, a
-   WHERE t.id = c.id
-  RETURNING t.* INTO v_task;
+  v_floor := taskmill._claim_floor();
+  <<scan>>
+  LOOP
+    WITH ci AS (
+      SELECT t.id FROM taskmill.task t
+       WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
+         AND t.immediate
+       ORDER BY t.seq
+       LIMIT 1 FOR UPDATE SKIP LOCKED),
+    cn AS (
+      SELECT t.id FROM taskmill.task t
+       WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
+         AND NOT t.immediate AND t.seq >= v_floor AND NOT EXISTS (SELECT 1 FROM ci)
+       ORDER BY t.seq
+       LIMIT 1 FOR UPDATE SKIP LOCKED),
+    c AS (SELECT ci.id FROM ci UNION ALL SELECT cn.id FROM cn),
+    a AS (
+      SELECT a.name FROM taskmill.app a WHERE a.id = p_app AND EXISTS (SELECT 1 FROM c)
+         FOR KEY SHARE)
+    UPDATE taskmill.task t
+       SET state = 'running', app_lock = p_app, worker_name = a.name,
+           started_at = clock_timestamp()
+      FROM c, a
+     WHERE t.id = c.id
+    RETURNING t.* INTO v_task;
+    v_void := taskmill._claim_scanned(v_floor, v_task.seq);
+    -- A worker woken from idle that finds nothing from its floor reads the
+    -- whole queue before it gives up (it may have been woken for a task
+    -- behind its floor).
+    EXIT scan WHEN v_task.id IS NOT NULL OR v_floor = 0
+                   OR coalesce(current_setting('taskmill.claim_idle', true), '') <> 'on';
+    v_floor := 0;
+  END LOOP;
 
   IF v_task.id IS NULL THEN
     -- Nothing claimed: nothing ready, or (if our row is gone) we were
@@ -88,20 +135,72 @@ BEGIN
       PERFORM taskmill._wake_idle(v_unblocked);
     END IF;
     IF p_idle THEN
-      INSERT INTO taskmill.idle_worker (app_id, channel) VALUES (p_app, v_channel)
-      ON CONFLICT (app_id) DO NOTHING;
+      -- On the idle list, once: a new registration unless this session's
+      -- is still there and within reach of wakeups (see idle_worker).
+      v_ticket := nullif(current_setting('taskmill.idle_ticket', true), '')::bigint;
+      WITH o AS (
+        SELECT i.ticket FROM taskmill.idle_worker i WHERE i.ticket = v_ticket AND i.app_id = p_app),
+      d AS (
+        DELETE FROM taskmill.idle_worker i
+         WHERE i.ticket = v_ticket AND i.app_id = p_app AND i.ticket <= taskmill._idle_floor() + 800
+        RETURNING 1),
+      r AS (
+        INSERT INTO taskmill.idle_worker (app_id, channel)
+        SELECT p_app, v_channel WHERE NOT EXISTS (SELECT 1 FROM o) OR EXISTS (SELECT 1 FROM d)
+        RETURNING ticket)
+      SELECT r.ticket INTO v_ticket FROM r;
+      IF v_ticket IS NOT NULL THEN
+        v_void := set_config('taskmill.idle_ticket', v_ticket::text, false)
+                  || set_config('taskmill.idle_app', p_app::text, false);
+      END IF;
+      v_void := taskmill._claim_went_idle();
     END IF;
     RETURN v_task;
   END IF;
 
   IF p_idle THEN
-    DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
+    -- Off the idle list (a wakeup usually took us off already). Without a
+    -- ticket of this session (behind a pooler, say), by our id.
+    v_ticket := nullif(current_setting('taskmill.idle_ticket', true), '')::bigint;
+    IF v_ticket IS NULL
+       OR current_setting('taskmill.idle_app', true) IS DISTINCT FROM p_app::text THEN
+      DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
+    ELSE
+      DELETE FROM taskmill.idle_worker WHERE ticket = v_ticket;
+    END IF;
+    v_void := set_config('taskmill.idle_ticket', '', false);
   END IF;
   IF v_unblocked > 1 THEN
     PERFORM taskmill._wake_idle(v_unblocked - 1);
   END IF;
   RETURN v_task;
 END $$;
+
+--
+-- Name: _claim_scanned(bigint, bigint); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._claim_scanned(p_floor bigint, p_claimed bigint) RETURNS text
+    LANGUAGE sql
+    AS $$
+  SELECT concat(
+    CASE WHEN p_floor = 0 THEN
+      set_config('taskmill.claim_rescan_at',
+                 (extract(epoch FROM clock_timestamp()) + 0.25)::text, false) END,
+    CASE WHEN p_claimed IS NOT NULL THEN
+      set_config('taskmill.claim_floor', p_claimed::text, false)
+      || set_config('taskmill.claim_idle', '', false) END)
+$$;
+
+--
+-- Name: _claim_went_idle(); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._claim_went_idle() RETURNS text
+    LANGUAGE sql
+    AS $$
+  SELECT set_config('taskmill.claim_idle', 'on', false)
+$$;
 
 --
 -- Name: _final_reports(jsonb, text); Type: FUNCTION; Schema: taskmill; Owner: -
@@ -129,6 +228,7 @@ DECLARE
   v_resources text[];
   v_void text;
   v_state text;
+  v_pending boolean;
 BEGIN
   SELECT tk.seq, tk.exclusive_resources || tk.shared_resources INTO v_seq, v_resources
     FROM taskmill.task tk WHERE tk.id = p_task;
@@ -142,11 +242,17 @@ BEGIN
   -- common case) as an expression, which needs no executor. (void has no
   -- variable type; its text form is empty.)
   IF cardinality(v_resources) = 1 THEN
+    v_void := pg_advisory_xact_lock_shared(
+                1953720674, hashtext(v_resources[array_lower(v_resources, 1)]) & 255)::text;
     v_void := pg_advisory_xact_lock(1953720684,
                                     hashtext(v_resources[array_lower(v_resources, 1)]))::text;
   ELSIF cardinality(v_resources) > 1 THEN
-    PERFORM pg_advisory_xact_lock(1953720684, l.h)
-       FROM (SELECT DISTINCT hashtext(r) AS h FROM unnest(v_resources) r ORDER BY 1) l;
+    PERFORM CASE WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
+                 ELSE pg_advisory_xact_lock(1953720684, l.h) END
+       FROM (SELECT 0 AS k, hashtext(r) & 255 AS h FROM unnest(v_resources) r
+             UNION
+             SELECT 1, hashtext(r) FROM unnest(v_resources) r
+             ORDER BY 1, 2) l;
   END IF;
   WITH u AS (
     UPDATE taskmill.task tk
@@ -166,15 +272,29 @@ BEGIN
                                       WHERE tr.resource = ANY (v_resources) AND tr.seq <> v_seq)
      WHERE tk.id = p_task AND tk.state = ANY (p_from)
        AND (p_owner IS NULL OR tk.app_lock = p_owner)
-    RETURNING tk.state),
+    RETURNING tk.state, tk.release_pending),
   -- Only if the guard matched. (Same snapshot as the UPDATE: the EXISTS
   -- above still sees our rows, and skips them by seq as before.)
   d AS (
     DELETE FROM taskmill.task_resource tr
      WHERE tr.resource = ANY (v_resources) AND tr.seq = v_seq AND EXISTS (SELECT 1 FROM u))
-  SELECT u.state INTO v_state FROM u;
+  SELECT u.state, u.release_pending INTO v_state, v_pending FROM u;
+  IF v_pending THEN
+    -- For the probes of the next claims (see taskmill.release_hint).
+    v_void := setval('taskmill.release_hint', v_seq)::text;
+  END IF;
   RETURN v_state;
 END $$;
+
+--
+-- Name: _idle_floor(); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._idle_floor() RETURNS bigint
+    LANGUAGE sql
+    AS $$
+  SELECT coalesce(pg_sequence_last_value('taskmill.idle_ticket'), 0) - 1000
+$$;
 
 --
 -- Name: _is_free(bigint, text[], text[]); Type: FUNCTION; Schema: taskmill; Owner: -
@@ -190,10 +310,32 @@ CREATE FUNCTION taskmill._is_free(p_seq bigint, p_exclusive text[], p_shared tex
 $$;
 
 --
+-- Name: _lower_claim_floor(bigint); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._lower_claim_floor(p_seq bigint) RETURNS text
+    LANGUAGE sql
+    AS $$
+  SELECT set_config('taskmill.claim_floor',
+                    least(coalesce(nullif(current_setting('taskmill.claim_floor', true),
+                                          '')::bigint, 0), p_seq)::text, false)
+$$;
+
+--
 -- Name: _process_releases(integer, uuid); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
 CREATE FUNCTION taskmill._process_releases(p_limit integer, p_exclude uuid) RETURNS integer
+    LANGUAGE sql
+    AS $$
+  SELECT taskmill._process_releases(p_limit, p_exclude, 0)
+$$;
+
+--
+-- Name: _process_releases(integer, uuid[], bigint); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._process_releases(p_limit integer, p_exclude uuid[], p_from bigint) RETURNS integer
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -203,11 +345,13 @@ DECLARE
   q record;
   v_first boolean;
   n integer;
+  v_min bigint;
+  v_void text;
 BEGIN
   WITH u AS (
     UPDATE taskmill.task SET release_pending = false
      WHERE id = ANY (ARRAY(SELECT id FROM taskmill.task WHERE release_pending
-                             AND id IS DISTINCT FROM p_exclude
+                             AND id <> ALL (coalesce(p_exclude, '{}')) AND seq >= p_from
                            ORDER BY seq LIMIT p_limit FOR UPDATE SKIP LOCKED))
     RETURNING id)
   SELECT ARRAY(SELECT id FROM u) INTO v_released;
@@ -215,9 +359,7 @@ BEGIN
     RETURN 0;
   END IF;
   -- The candidates on each released resource: the head of its queue, then
-  -- the shared rows that follow it up to the first exclusive one. Index
-  -- range scans that stop early: the work depends on these queues' heads,
-  -- never on the length of the backlog.
+  -- the shared rows that follow it up to the first exclusive one.
   FOR v_resource IN
     SELECT DISTINCT r FROM taskmill.task t, unnest(t.exclusive_resources || t.shared_resources) r
      WHERE t.id = ANY (v_released)
@@ -236,22 +378,71 @@ BEGIN
   IF cardinality(v_cands) = 0 THEN
     RETURN 0;
   END IF;
-  -- Row locks in seq order, waiting rather than skipping: two callers with
-  -- overlapping candidates then never deadlock, and each candidate is judged
-  -- by every caller, so the one whose snapshot saw all releases unblocks it.
+  -- Row locks in seq order, waiting rather than skipping (no deadlocks; the
+  -- caller whose snapshot saw every release unblocks).
   PERFORM 1 FROM taskmill.task t
     WHERE t.id = ANY (v_cands) AND t.state = 'waiting' AND t.unblocked_at IS NULL
     ORDER BY t.seq FOR UPDATE;
-  UPDATE taskmill.task t SET unblocked_at = clock_timestamp()
-   WHERE t.id = ANY (v_cands) AND t.state = 'waiting' AND t.unblocked_at IS NULL
-     AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
-                      WHERE tr.resource = ANY (t.exclusive_resources) AND tr.seq < t.seq)
-     AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
-                      WHERE tr.resource = ANY (t.shared_resources) AND tr.seq < t.seq
-                        AND tr.exclusive);
-  GET DIAGNOSTICS n = ROW_COUNT;
+  WITH u AS (
+    UPDATE taskmill.task t SET unblocked_at = clock_timestamp()
+     WHERE t.id = ANY (v_cands) AND t.state = 'waiting' AND t.unblocked_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                        WHERE tr.resource = ANY (t.exclusive_resources) AND tr.seq < t.seq)
+       AND NOT EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                        WHERE tr.resource = ANY (t.shared_resources) AND tr.seq < t.seq
+                          AND tr.exclusive)
+    RETURNING t.seq)
+  SELECT count(*), min(u.seq) INTO n, v_min FROM u;
+  -- The claim that follows in this transaction reads from what it unblocked
+  -- (see taskmill._claim_floor).
+  IF n > 0 THEN
+    v_void := taskmill._lower_claim_floor(v_min);
+  END IF;
   RETURN n;
 END $$;
+
+--
+-- Name: _process_releases(integer, uuid, bigint); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._process_releases(p_limit integer, p_exclude uuid, p_from bigint) RETURNS integer
+    LANGUAGE sql
+    AS $$
+  SELECT taskmill._process_releases(
+           p_limit, CASE WHEN p_exclude IS NULL THEN '{}'::uuid[] ELSE ARRAY[p_exclude] END, p_from)
+$$;
+
+--
+-- Name: _release_floor(); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._release_floor() RETURNS bigint
+    LANGUAGE sql
+    AS $$
+  SELECT CASE
+           WHEN coalesce(nullif(current_setting('taskmill.release_rescan_at', true), '')::float8, 0)
+                <= extract(epoch FROM clock_timestamp()) THEN 0::bigint
+           WHEN coalesce(pg_sequence_last_value('taskmill.release_hint'), 0)::text
+                IS DISTINCT FROM nullif(current_setting('taskmill.release_seen', true), '')
+             THEN coalesce(pg_sequence_last_value('taskmill.release_hint'), 0)
+           ELSE 9223372036854775807
+         END
+$$;
+
+--
+-- Name: _release_probed(bigint, bigint); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill._release_probed(p_floor bigint, p_hint bigint) RETURNS text
+    LANGUAGE sql
+    AS $$
+  SELECT concat(
+    CASE WHEN p_floor = 0 THEN
+      set_config('taskmill.release_rescan_at',
+                 (extract(epoch FROM clock_timestamp()) + 0.25)::text, false) END,
+    CASE WHEN p_floor < 9223372036854775807 THEN
+      set_config('taskmill.release_seen', coalesce(p_hint, 0)::text, false) END)
+$$;
 
 --
 -- Name: _wake_idle(integer); Type: FUNCTION; Schema: taskmill; Owner: -
@@ -263,14 +454,16 @@ CREATE FUNCTION taskmill._wake_idle(p_count integer) RETURNS integer
 DECLARE
   w record;
   n integer := 0;
+  v_idle_floor bigint;
 BEGIN
   IF p_count <= 0 THEN
     RETURN 0;
   END IF;
+  v_idle_floor := taskmill._idle_floor();
   FOR w IN
     DELETE FROM taskmill.idle_worker
-     WHERE app_id IN (SELECT app_id FROM taskmill.idle_worker
-                       LIMIT p_count FOR UPDATE SKIP LOCKED)
+     WHERE ticket IN (SELECT i.ticket FROM taskmill.idle_worker i WHERE i.ticket > v_idle_floor
+                       ORDER BY i.ticket DESC LIMIT p_count FOR UPDATE SKIP LOCKED)
     RETURNING channel
   LOOP
     PERFORM pg_notify(w.channel, 'work');
@@ -375,6 +568,136 @@ BEGIN
 END $$;
 
 --
+-- Name: claim_many(uuid, integer, boolean, uuid[]); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill.claim_many(p_app uuid, p_limit integer, p_idle boolean DEFAULT true, p_exclude uuid[] DEFAULT '{}'::uuid[]) RETURNS SETOF taskmill.task
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+  v_channel text;
+  v_unblocked integer := 0;
+  n integer := 0;
+  v_floor bigint;
+  v_max bigint;
+  v_void text;
+  v_ticket bigint;
+  v_hint bigint;
+  v_rfloor bigint;
+  r taskmill.task;
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000 THEN
+    RAISE EXCEPTION 'claim_many claims 1 to 1000 tasks, not %', p_limit USING ERRCODE = 'TM400';
+  END IF;
+  -- Pending releases, probed from this session's release floor.
+  v_hint := pg_sequence_last_value('taskmill.release_hint');
+  v_rfloor := taskmill._release_floor();
+  IF v_rfloor < 9223372036854775807 THEN
+    PERFORM 1 FROM taskmill.task t WHERE t.release_pending AND t.seq >= v_rfloor
+       AND t.id <> ALL (coalesce(p_exclude, '{}'))
+     LIMIT 1;
+    IF FOUND THEN
+      v_unblocked := taskmill._process_releases(64 + p_limit, p_exclude, v_rfloor);
+    END IF;
+    -- The caller's own releases (p_exclude, left pending by finish_many in
+    -- this transaction) moved the hint: this probe, which skipped them, must
+    -- not mark it seen, so that the next transaction's probe looks from it.
+    IF coalesce(cardinality(p_exclude), 0) = 0 THEN
+      v_void := taskmill._release_probed(v_rfloor, v_hint);
+    END IF;
+  END IF;
+
+  -- As _claim_one, with a LIMIT of p_limit: our own row with KEY SHARE (it
+  -- conflicts with the janitor's DELETE of it) only if there is a task.
+  v_floor := taskmill._claim_floor();
+  <<scan>>
+  LOOP
+    FOR r IN
+      WITH ci AS (
+        SELECT t.id FROM taskmill.task t
+         WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
+           AND t.immediate
+         ORDER BY t.seq
+         LIMIT p_limit FOR UPDATE SKIP LOCKED),
+      cn AS (
+        SELECT t.id FROM taskmill.task t
+         WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
+           AND NOT t.immediate AND t.seq >= v_floor
+         ORDER BY t.seq
+         LIMIT p_limit FOR UPDATE SKIP LOCKED),
+      c AS (SELECT ci.id FROM ci UNION ALL SELECT cn.id FROM cn LIMIT p_limit),
+      a AS (
+        SELECT a.name FROM taskmill.app a WHERE a.id = p_app AND EXISTS (SELECT 1 FROM c)
+           FOR KEY SHARE)
+      UPDATE taskmill.task t
+         SET state = 'running', app_lock = p_app, worker_name = a.name,
+             started_at = clock_timestamp()
+        FROM c, a
+       WHERE t.id = c.id
+      RETURNING t.*
+    LOOP
+      RETURN NEXT r;
+      n := n + 1;
+      v_max := greatest(v_max, r.seq);
+    END LOOP;
+    v_void := taskmill._claim_scanned(v_floor, v_max);
+    EXIT scan WHEN n > 0 OR v_floor = 0
+                   OR coalesce(current_setting('taskmill.claim_idle', true), '') <> 'on';
+    v_floor := 0;
+  END LOOP;
+
+  IF n = 0 THEN
+    SELECT a.channel INTO v_channel FROM taskmill.app a WHERE a.id = p_app;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'worker % is not registered (or was declared dead)', p_app
+        USING ERRCODE = 'TM410';
+    END IF;
+  END IF;
+  IF p_idle AND n < p_limit THEN
+    IF v_channel IS NULL THEN
+      SELECT a.channel INTO v_channel FROM taskmill.app a WHERE a.id = p_app;
+    END IF;
+    -- On the idle list, once (as in _claim_one): a new registration unless
+    -- this session's is still there and within reach of wakeups.
+    v_ticket := nullif(current_setting('taskmill.idle_ticket', true), '')::bigint;
+    WITH o AS (
+      SELECT i.ticket FROM taskmill.idle_worker i WHERE i.ticket = v_ticket AND i.app_id = p_app),
+    d AS (
+      DELETE FROM taskmill.idle_worker i
+       WHERE i.ticket = v_ticket AND i.app_id = p_app AND i.ticket <= taskmill._idle_floor() + 800
+      RETURNING 1),
+    ins AS (
+      INSERT INTO taskmill.idle_worker (app_id, channel)
+      SELECT p_app, v_channel WHERE NOT EXISTS (SELECT 1 FROM o) OR EXISTS (SELECT 1 FROM d)
+      RETURNING ticket)
+    SELECT ins.ticket INTO v_ticket FROM ins;
+    IF v_ticket IS NOT NULL THEN
+      v_void := set_config('taskmill.idle_ticket', v_ticket::text, false)
+                || set_config('taskmill.idle_app', p_app::text, false);
+    END IF;
+    IF n = 0 THEN
+      v_void := taskmill._claim_went_idle();
+    END IF;
+  ELSIF n > 0 AND p_idle THEN
+    -- Every slot taken: off the idle list.
+    v_ticket := nullif(current_setting('taskmill.idle_ticket', true), '')::bigint;
+    IF v_ticket IS NULL
+       OR current_setting('taskmill.idle_app', true) IS DISTINCT FROM p_app::text THEN
+      DELETE FROM taskmill.idle_worker WHERE app_id = p_app;
+    ELSE
+      DELETE FROM taskmill.idle_worker WHERE ticket = v_ticket;
+    END IF;
+    v_void := set_config('taskmill.idle_ticket', '', false);
+  END IF;
+  IF v_unblocked > n THEN
+    PERFORM taskmill._wake_idle(v_unblocked - n);
+  END IF;
+END $$;
+
+--
 -- Name: delete_missing_apps(); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
@@ -414,6 +737,222 @@ BEGIN
 END $$;
 
 --
+-- Name: dispatch_many(jsonb); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill.dispatch_many(p_tasks jsonb) RETURNS uuid[]
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $_$
+DECLARE
+  v_n integer;
+  v_bad_index bigint;
+  v_bad text;
+  v_refs boolean;
+  v_locked bigint;
+  v_ids uuid[];
+  v_woken integer;
+  v_idle_floor bigint;
+BEGIN
+  IF current_setting('transaction_isolation') <> 'read committed' THEN
+    RAISE EXCEPTION 'taskmill.dispatch_many needs READ COMMITTED isolation, not %',
+      current_setting('transaction_isolation') USING ERRCODE = 'TM400';
+  END IF;
+  IF p_tasks IS NULL OR jsonb_typeof(p_tasks) <> 'array' THEN
+    RAISE EXCEPTION 'a batch must be a JSON array of tasks' USING ERRCODE = 'TM400';
+  END IF;
+  v_n := jsonb_array_length(p_tasks);
+  IF v_n = 0 THEN
+    RETURN '{}';
+  END IF;
+  IF v_n > 10000 THEN
+    RAISE EXCEPTION 'too many tasks in one batch: % (at most 10000)', v_n USING ERRCODE = 'TM400';
+  END IF;
+
+  -- Every check of dispatch_task, per element; the first bad element (in
+  -- array order) rejects the batch. CASE stops at the first match, so each
+  -- branch may assume the ones before it passed.
+  SELECT e.i - 1, e.reason INTO v_bad_index, v_bad
+    FROM (SELECT x.i, CASE
+            WHEN jsonb_typeof(x.t) <> 'object' THEN 'a task must be a JSON object'
+            WHEN EXISTS (SELECT 1 FROM jsonb_object_keys(x.t) k
+                          WHERE k NOT IN ('name', 'args', 'kwargs', 'exclusive_resources',
+                                          'shared_resources', 'immediate', 'task_group',
+                                          'parent_task', 'logging_cid')) THEN
+              format('unknown field %s (known: name, args, kwargs, exclusive_resources, '
+                     'shared_resources, immediate, task_group, parent_task, logging_cid)',
+                     (SELECT quote_literal(k) FROM jsonb_object_keys(x.t) k
+                       WHERE k NOT IN ('name', 'args', 'kwargs', 'exclusive_resources',
+                                       'shared_resources', 'immediate', 'task_group',
+                                       'parent_task', 'logging_cid') ORDER BY k LIMIT 1))
+            WHEN jsonb_typeof(x.t->'name') IS DISTINCT FROM 'string' OR x.t->>'name' = '' THEN
+              'a task needs a function name'
+            WHEN jsonb_typeof(coalesce(x.t->'args', '[]')) <> 'array' THEN 'args must be a JSON array'
+            WHEN jsonb_typeof(coalesce(x.t->'kwargs', '{}')) <> 'object' THEN
+              'kwargs must be a JSON object'
+            WHEN jsonb_typeof(coalesce(x.t->'exclusive_resources', '[]')) <> 'array'
+                 OR jsonb_typeof(coalesce(x.t->'shared_resources', '[]')) <> 'array' THEN
+              'resources must be flat lists of names'
+            WHEN jsonb_array_length(coalesce(x.t->'exclusive_resources', '[]')) > 256
+                 OR jsonb_array_length(coalesce(x.t->'shared_resources', '[]')) > 256 THEN
+              'too many resources (at most 256 exclusive and 256 shared)'
+            WHEN jsonb_typeof(coalesce(x.t->'immediate', 'false')) <> 'boolean' THEN
+              'immediate must be true or false'
+            WHEN jsonb_typeof(coalesce(x.t->'logging_cid', '""')) <> 'string' THEN
+              'logging_cid must be a string'
+            WHEN jsonb_typeof(coalesce(x.t->'task_group', 'null')) NOT IN ('null', 'string')
+                 OR (x.t->>'task_group') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
+              'task_group must be a uuid'
+            WHEN jsonb_typeof(coalesce(x.t->'parent_task', 'null')) NOT IN ('null', 'string')
+                 OR (x.t->>'parent_task') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
+              'parent_task must be a uuid'
+            ELSE (SELECT CASE
+                           WHEN jsonb_typeof(r) <> 'string' THEN 'resources must be flat lists of names'
+                           WHEN r #>> '{}' = '' THEN 'empty resource name'
+                           WHEN octet_length(r #>> '{}') > 512 THEN
+                             format('resource name too long: %s bytes (at most 512)',
+                                    octet_length(r #>> '{}'))
+                           WHEN (r #>> '{}') ~ '[[:cntrl:]]' THEN
+                             format('resource name contains a control character: %s',
+                                    quote_literal(r #>> '{}'))
+                         END
+                    FROM jsonb_array_elements(coalesce(x.t->'exclusive_resources', '[]')
+                                              || coalesce(x.t->'shared_resources', '[]'))
+                           WITH ORDINALITY rs (r, o)
+                   WHERE jsonb_typeof(r) <> 'string' OR r #>> '{}' = ''
+                      OR octet_length(r #>> '{}') > 512 OR (r #>> '{}') ~ '[[:cntrl:]]'
+                   ORDER BY o LIMIT 1)
+          END AS reason
+          FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)) e
+   WHERE e.reason IS NOT NULL
+   ORDER BY e.i LIMIT 1;
+  IF v_bad IS NULL THEN
+    -- Unknown functions, then unknown groups and parents (rarely named).
+    SELECT x.i - 1, format('unknown task function "%s"', x.t->>'name') INTO v_bad_index, v_bad
+      FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
+     WHERE NOT EXISTS (SELECT 1 FROM taskmill.task_function f WHERE f.name = x.t->>'name')
+     ORDER BY x.i LIMIT 1;
+  END IF;
+  IF v_bad IS NULL THEN
+    v_refs := jsonb_path_exists(p_tasks, '$[*] ? (exists(@.task_group) || exists(@.parent_task))');
+    IF v_refs THEN
+      SELECT x.i - 1,
+             CASE WHEN x.t->>'task_group' IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g
+                                        WHERE g.id = (x.t->>'task_group')::uuid) THEN
+                    format('task group %s does not exist', x.t->>'task_group')
+                  ELSE format('parent task %s does not exist', x.t->>'parent_task') END
+        INTO v_bad_index, v_bad
+        FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
+       WHERE (x.t->>'task_group' IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g
+                               WHERE g.id = (x.t->>'task_group')::uuid))
+          OR (x.t->>'parent_task' IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM taskmill.task t
+                               WHERE t.id = (x.t->>'parent_task')::uuid))
+       ORDER BY x.i LIMIT 1;
+    END IF;
+  END IF;
+  IF v_bad IS NOT NULL THEN
+    RAISE EXCEPTION 'tasks[%]: %', v_bad_index, v_bad USING ERRCODE = 'TM400',
+      DETAIL = v_bad_index::text;
+  END IF;
+
+  -- The locks (see the top of this file), all before the statement below
+  -- takes its snapshot and the places in line.
+  SELECT count(CASE WHEN l.k = 0 AND l.x THEN pg_advisory_xact_lock(1953720674, l.h)
+                    WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
+                    WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
+                    ELSE pg_advisory_xact_lock_shared(1953720684, l.h) END)
+    INTO v_locked
+    FROM (WITH r AS MATERIALIZED (
+            SELECT u.name, bool_or(u.x) AS x FROM (
+              SELECT jsonb_array_elements_text(coalesce(t->'exclusive_resources', '[]')) AS name,
+                     true AS x
+                FROM jsonb_array_elements(p_tasks) t
+              UNION ALL
+              SELECT jsonb_array_elements_text(coalesce(t->'shared_resources', '[]')), false
+                FROM jsonb_array_elements(p_tasks) t) u
+             GROUP BY u.name),
+          big AS MATERIALIZED (SELECT count(*) > 64 AS b FROM r)
+          SELECT q.k, q.h, bool_or(q.x) AS x FROM (
+            SELECT 0 AS k, hashtext(r.name) & 255 AS h, (SELECT b FROM big) AS x FROM r
+            UNION ALL
+            SELECT 1, hashtext(r.name), r.x FROM r WHERE NOT (SELECT b FROM big)) q
+           GROUP BY q.k, q.h ORDER BY q.k, q.h) l;
+
+  v_idle_floor := taskmill._idle_floor();
+  -- One statement, one snapshot taken after the locks: the places in line
+  -- (in array order), each task's readiness (no visible earlier row and no
+  -- earlier task of the batch conflicts on any of its resources), the tasks,
+  -- their queue rows and one idle worker woken per ready task.
+  WITH e AS MATERIALIZED (
+    SELECT x.i, x.t->>'name' AS name, coalesce(x.t->'args', '[]') AS args,
+           coalesce(x.t->'kwargs', '{}') AS kwargs,
+           ARRAY(SELECT DISTINCT r FROM jsonb_array_elements_text(
+                   coalesce(x.t->'exclusive_resources', '[]')) r ORDER BY r) AS ex,
+           ARRAY(SELECT DISTINCT r FROM jsonb_array_elements_text(
+                   coalesce(x.t->'shared_resources', '[]')) r
+                  WHERE NOT coalesce(x.t->'exclusive_resources', '[]') ? r ORDER BY r) AS sh,
+           coalesce((x.t->>'immediate')::boolean, false) AS immediate,
+           (x.t->>'task_group')::uuid AS task_group, (x.t->>'parent_task')::uuid AS parent_task,
+           nullif(x.t->>'logging_cid', '') AS logging_cid
+      FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
+     ORDER BY x.i),
+  s AS MATERIALIZED (
+    -- nextval in array order: the rows of e come sorted.
+    SELECT e.*, nextval('taskmill.task_seq') AS seq, clock_timestamp() AS at,
+           gen_random_uuid() AS rnd
+      FROM e),
+  q AS MATERIALIZED (
+    SELECT s.i, s.seq, x.r, x.o <= cardinality(s.ex) AS x
+      FROM s, unnest(s.ex || s.sh) WITH ORDINALITY x (r, o)),
+  w AS (
+    SELECT q.i, q.seq, q.r, q.x,
+           bool_or(q.x) OVER p AS earlier_exclusive, count(*) OVER p AS earlier
+      FROM q
+    WINDOW p AS (PARTITION BY q.r ORDER BY q.seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
+  b AS MATERIALIZED (
+    SELECT w.i FROM w
+     WHERE coalesce(w.earlier_exclusive, false) OR (w.x AND w.earlier > 0)
+        OR EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                    WHERE tr.resource = w.r AND tr.seq < w.seq AND (tr.exclusive OR w.x))
+     GROUP BY w.i),
+  k AS MATERIALIZED (
+    SELECT s.*, NOT EXISTS (SELECT 1 FROM b WHERE b.i = s.i) AS ready,
+           -- A time-ordered uuid, as in dispatch_task.
+           (lpad(to_hex((date_part('epoch', s.at) * 1000)::bigint), 12, '0') || '7'
+            || substr(replace(s.rnd::text, '-', ''), 14))::uuid AS id
+      FROM s),
+  t AS (
+    INSERT INTO taskmill.task (id, seq, name, args, kwargs, exclusive_resources, shared_resources,
+                               state, created_at, unblocked_at, immediate, deferred, parent_task,
+                               task_group, logging_cid)
+    SELECT k.id, k.seq, k.name, k.args, k.kwargs, k.ex, k.sh, 'waiting', k.at,
+           CASE WHEN k.ready THEN k.at END, k.immediate, true, k.parent_task, k.task_group,
+           coalesce(k.logging_cid, replace(k.id::text, '-', ''))
+      FROM k ORDER BY k.seq),
+  r AS (
+    INSERT INTO taskmill.task_resource (resource, seq, task_id, exclusive)
+    SELECT q.r, q.seq, k.id, q.x FROM q JOIN k ON k.i = q.i),
+  woken AS (
+    -- The newest idle registrations within reach (see taskmill._wake_idle).
+    DELETE FROM taskmill.idle_worker
+     WHERE ticket IN (SELECT i.ticket FROM taskmill.idle_worker i
+                       WHERE i.ticket > v_idle_floor
+                       ORDER BY i.ticket DESC
+                       LIMIT (SELECT count(*) FROM k WHERE k.ready)
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING channel)
+  SELECT (SELECT array_agg(k.id ORDER BY k.i) FROM k),
+         (SELECT count(pg_notify(woken.channel, 'work')) FROM woken)
+    INTO v_ids, v_woken;
+  RETURN v_ids;
+END $_$;
+
+--
 -- Name: dispatch_task(text, jsonb, jsonb, text[], text[], boolean, boolean, uuid, uuid, text, uuid); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
@@ -434,6 +973,7 @@ DECLARE
   -- A task group or parent to look up: checked (TM404) after every TM400
   -- check and before the locks, in a statement of their own (rare).
   v_refs boolean := p_task_group IS NOT NULL OR p_parent_task IS NOT NULL;
+  v_idle_floor bigint;
 BEGIN
   -- The checks, in the order (and with the messages) of version 1, as plain
   -- expressions: plpgsql evaluates them without starting an executor. A
@@ -493,6 +1033,7 @@ BEGIN
       v_exclusive := ARRAY[p_exclusive_resources[array_lower(p_exclusive_resources, 1)]];
       -- The insert lock (see the top of 0001_init.sql). (void has no
       -- variable type; its text form is empty.)
+      v_r := pg_advisory_xact_lock_shared(1953720674, hashtext(v_exclusive[1]) & 255)::text;
       v_r := pg_advisory_xact_lock(1953720684, hashtext(v_exclusive[1]))::text;
     END IF;
   ELSE
@@ -504,13 +1045,17 @@ BEGIN
     SELECT CASE
              WHEN NOT EXISTS (SELECT 1 FROM taskmill.task_function f WHERE f.name = p_name) THEN -1
              WHEN v_bad IS NOT NULL OR v_refs THEN 0
-             ELSE (SELECT count(CASE WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
+             ELSE (SELECT count(CASE WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
+                                     WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
                                      ELSE pg_advisory_xact_lock_shared(1953720684, l.h) END)
-                     FROM (SELECT u.h, bool_or(u.x) AS x FROM (
-                             SELECT hashtext(r) AS h, true AS x FROM unnest(p_exclusive_resources) r
+                     FROM (SELECT u.k, u.h, bool_or(u.x) AS x FROM (
+                             SELECT 0 AS k, hashtext(r) & 255 AS h, false AS x
+                               FROM unnest(p_exclusive_resources || p_shared_resources) r
                              UNION ALL
-                             SELECT hashtext(r), false FROM unnest(p_shared_resources) r) u
-                           GROUP BY u.h ORDER BY u.h) l)
+                             SELECT 1, hashtext(r), true FROM unnest(p_exclusive_resources) r
+                             UNION ALL
+                             SELECT 1, hashtext(r), false FROM unnest(p_shared_resources) r) u
+                           GROUP BY u.k, u.h ORDER BY u.k, u.h) l)
            END,
            ARRAY(SELECT DISTINCT r FROM unnest(p_exclusive_resources) r ORDER BY r),
            ARRAY(SELECT DISTINCT r FROM unnest(p_shared_resources) r
@@ -532,13 +1077,16 @@ BEGIN
          AND NOT EXISTS (SELECT 1 FROM taskmill.task t WHERE t.id = p_parent_task) THEN
         RAISE EXCEPTION 'parent task % does not exist', p_parent_task USING ERRCODE = 'TM404';
       END IF;
-      PERFORM CASE WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
+      PERFORM CASE WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
+                   WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
                    ELSE pg_advisory_xact_lock_shared(1953720684, l.h) END
-        FROM (SELECT h, bool_or(x) AS x FROM (
-                SELECT hashtext(r) AS h, true AS x FROM unnest(v_exclusive) r
+        FROM (SELECT k, h, bool_or(x) AS x FROM (
+                SELECT 0 AS k, hashtext(r) & 255 AS h, false AS x FROM unnest(v_exclusive || v_shared) r
                 UNION ALL
-                SELECT hashtext(r), false FROM unnest(v_shared) r) u
-              GROUP BY h ORDER BY h) l;
+                SELECT 1, hashtext(r), true FROM unnest(v_exclusive) r
+                UNION ALL
+                SELECT 1, hashtext(r), false FROM unnest(v_shared) r) u
+              GROUP BY k, h ORDER BY k, h) l;
     END IF;
   END IF;
 
@@ -549,6 +1097,7 @@ BEGIN
   id := (lpad(to_hex((date_part('epoch', clock_timestamp()) * 1000)::bigint), 12, '0') || '7'
          || substr(replace(gen_random_uuid()::text, '-', ''), 14))::uuid;
 
+  v_idle_floor := taskmill._idle_floor();
   IF p_run_here IS NULL THEN
     -- After the locks, in one statement: our place in line, whether anything
     -- before us conflicts (one probe for both lists: the lists are disjoint,
@@ -578,10 +1127,12 @@ BEGIN
         FROM k, unnest(v_exclusive || v_shared) WITH ORDINALITY x (r, i)),
     w AS (
       -- The ready test sits inside the subquery, as a one-time filter: a
-      -- task that is not ready locks no idle_worker row.
+      -- task that is not ready locks no idle_worker row. The newest
+      -- registration first, among the recent ones (taskmill._idle_floor).
       DELETE FROM taskmill.idle_worker
-       WHERE app_id = (SELECT i.app_id FROM taskmill.idle_worker i
-                        WHERE (SELECT k.ready FROM k)
+       WHERE ticket = (SELECT i.ticket FROM taskmill.idle_worker i
+                        WHERE (SELECT k.ready FROM k) AND i.ticket > v_idle_floor
+                        ORDER BY i.ticket DESC
                         LIMIT 1 FOR UPDATE SKIP LOCKED)
       RETURNING channel)
     SELECT k.v, k.ready, (SELECT count(pg_notify(w.channel, 'work')) FROM w)
@@ -640,7 +1191,8 @@ BEGIN
   w AS (
     DELETE FROM taskmill.idle_worker
      WHERE ready AND state = 'waiting'
-       AND app_id = (SELECT i.app_id FROM taskmill.idle_worker i LIMIT 1 FOR UPDATE SKIP LOCKED)
+       AND ticket = (SELECT i.ticket FROM taskmill.idle_worker i WHERE i.ticket > v_idle_floor
+                      ORDER BY i.ticket DESC LIMIT 1 FOR UPDATE SKIP LOCKED)
     RETURNING channel)
   SELECT count(pg_notify(w.channel, 'work')) INTO v_woken FROM w;
 END $$;
@@ -703,6 +1255,10 @@ DECLARE
   v_pending boolean;
   v_claimed boolean;
   v_unblocked integer := 0;
+  v_floor bigint;
+  v_hint bigint;
+  v_rfloor bigint;
+  v_left_pending boolean;
 BEGIN
   IF p_state NOT IN ('completed', 'failed', 'canceled') THEN
     RAISE EXCEPTION 'a task cannot finish as %', p_state USING ERRCODE = 'TM400';
@@ -714,12 +1270,23 @@ BEGIN
   SELECT tk.seq, tk.exclusive_resources || tk.shared_resources INTO v_seq, v_resources
     FROM taskmill.task tk WHERE tk.id = p_task;
   IF cardinality(v_resources) = 1 THEN
+    v_void := pg_advisory_xact_lock_shared(
+                1953720674, hashtext(v_resources[array_lower(v_resources, 1)]) & 255)::text;
     v_void := pg_advisory_xact_lock(1953720684,
                                     hashtext(v_resources[array_lower(v_resources, 1)]))::text;
   ELSIF cardinality(v_resources) > 1 THEN
-    PERFORM pg_advisory_xact_lock(1953720684, l.h)
-       FROM (SELECT DISTINCT hashtext(r) AS h FROM unnest(v_resources) r ORDER BY 1) l;
+    PERFORM CASE WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
+                 ELSE pg_advisory_xact_lock(1953720684, l.h) END
+       FROM (SELECT 0 AS k, hashtext(r) & 255 AS h FROM unnest(v_resources) r
+             UNION
+             SELECT 1, hashtext(r) FROM unnest(v_resources) r
+             ORDER BY 1, 2) l;
   END IF;
+  -- Where the claim reads the ready index from (see taskmill._claim_floor),
+  -- and where the probe for pending releases starts (taskmill._release_floor).
+  v_floor := taskmill._claim_floor();
+  v_hint := pg_sequence_last_value('taskmill.release_hint');
+  v_rfloor := taskmill._release_floor();
 
   -- Then one statement, in this order (each step reads the one before):
   --   u, d  the rest of _finalize: the outcome and the release (v_seq is
@@ -748,7 +1315,7 @@ BEGIN
                                       WHERE tr.resource = ANY (v_resources) AND tr.seq <> v_seq)
      WHERE tk.id = p_task AND tk.seq = v_seq AND tk.state IN ('running', 'canceling')
        AND (p_app IS NULL OR tk.app_lock = p_app)
-    RETURNING tk.state),
+    RETURNING tk.state, tk.release_pending),
   d AS (
     DELETE FROM taskmill.task_resource tr
      WHERE tr.resource = ANY (v_resources) AND tr.seq = v_seq AND EXISTS (SELECT 1 FROM u)),
@@ -756,13 +1323,23 @@ BEGIN
     SELECT (SELECT u.state FROM u) AS finished,
            EXISTS (SELECT 1 FROM taskmill.app a WHERE a.id = p_app) AS alive,
            EXISTS (SELECT 1 FROM taskmill.task t
-                    WHERE t.release_pending AND t.id IS DISTINCT FROM p_task) AS pending),
-  c AS (
+                    WHERE t.release_pending AND t.seq >= v_rfloor
+                      AND t.id IS DISTINCT FROM p_task) AS pending,
+           (SELECT u.release_pending FROM u) AS left_pending),
+  ci AS (
     SELECT t.id FROM taskmill.task t
      WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
-       AND (SELECT s.alive AND NOT s.pending FROM s)
-     ORDER BY t.immediate DESC, t.seq
+       AND t.immediate AND (SELECT s.alive AND NOT s.pending FROM s)
+     ORDER BY t.seq
      LIMIT 1 FOR UPDATE SKIP LOCKED),
+  cn AS (
+    SELECT t.id FROM taskmill.task t
+     WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
+       AND NOT t.immediate AND t.seq >= v_floor AND (SELECT s.alive AND NOT s.pending FROM s)
+       AND NOT EXISTS (SELECT 1 FROM ci)
+     ORDER BY t.seq
+     LIMIT 1 FOR UPDATE SKIP LOCKED),
+  c AS (SELECT ci.id FROM ci UNION ALL SELECT cn.id FROM cn),
   a AS (
     SELECT a.name FROM taskmill.app a WHERE a.id = p_app AND EXISTS (SELECT 1 FROM c)
        FOR KEY SHARE),
@@ -773,14 +1350,23 @@ BEGIN
       FROM c, a
      WHERE t.id = c.id
     RETURNING t.*)
-  SELECT s.finished, s.alive, s.pending, k.id IS NOT NULL,
+  SELECT s.finished, s.alive, s.pending, s.left_pending, k.id IS NOT NULL,
          k.id, k.seq, k.name, k.args, k.kwargs, k.exclusive_resources, k.shared_resources,
          k.state, k.immediate, k.deferred, k.logging_cid, k.task_group, k.parent_task,
          k.created_at, k.unblocked_at, k.started_at
-    INTO finished_state, v_alive, v_pending, v_claimed,
+    INTO finished_state, v_alive, v_pending, v_left_pending, v_claimed,
          id, seq, name, args, kwargs, exclusive_resources, shared_resources, state, immediate,
          deferred, logging_cid, task_group, parent_task, created_at, unblocked_at, started_at
     FROM s LEFT JOIN k ON true;
+  IF v_alive AND NOT v_pending THEN
+    v_void := taskmill._claim_scanned(v_floor, seq);
+  END IF;
+  v_void := taskmill._release_probed(v_rfloor, v_hint);
+  IF v_left_pending THEN
+    -- Our release is for a later transaction (after this one commits): the
+    -- hint makes every session's next probe look from its seq.
+    v_void := setval('taskmill.release_hint', v_seq)::text;
+  END IF;
   IF NOT v_alive OR v_claimed THEN
     RETURN;
   END IF;
@@ -788,12 +1374,22 @@ BEGIN
   IF v_pending THEN
     -- The rest of _claim_one, when a release is pending: the releases first,
     -- then the same claim.
-    v_unblocked := taskmill._process_releases(64, p_task);
-    WITH c AS (
+    v_unblocked := taskmill._process_releases(64, p_task, v_rfloor);
+    -- (_process_releases lowered the floor to what it unblocked.)
+    v_floor := taskmill._claim_floor();
+    WITH ci AS (
       SELECT t.id FROM taskmill.task t
        WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
-       ORDER BY t.immediate DESC, t.seq
+         AND t.immediate
+       ORDER BY t.seq
        LIMIT 1 FOR UPDATE SKIP LOCKED),
+    cn AS (
+      SELECT t.id FROM taskmill.task t
+       WHERE t.state = 'waiting' AND t.unblocked_at IS NOT NULL AND t.app_lock IS NULL
+         AND NOT t.immediate AND t.seq >= v_floor AND NOT EXISTS (SELECT 1 FROM ci)
+       ORDER BY t.seq
+       LIMIT 1 FOR UPDATE SKIP LOCKED),
+    c AS (SELECT ci.id FROM ci UNION ALL SELECT cn.id FROM cn),
     a AS (
       SELECT a.name FROM taskmill.app a WHERE a.id = p_app AND EXISTS (SELECT 1 FROM c)
          FOR KEY SHARE),
@@ -810,7 +1406,9 @@ BEGIN
       INTO id, seq, name, args, kwargs, exclusive_resources, shared_resources, state, immediate,
            deferred, logging_cid, task_group, parent_task, created_at, unblocked_at, started_at
       FROM k;
-    IF FOUND THEN
+    v_claimed := FOUND;
+    v_void := taskmill._claim_scanned(v_floor, seq);
+    IF v_claimed THEN
       IF v_unblocked > 1 THEN
         PERFORM taskmill._wake_idle(v_unblocked - 1);
       END IF;
@@ -831,6 +1429,99 @@ BEGIN
 END $$;
 
 --
+-- Name: finish_many(uuid, jsonb); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill.finish_many(p_app uuid, p_outcomes jsonb) RETURNS text[]
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_seqscan TO 'off'
+    SET jit TO 'off'
+    AS $_$
+DECLARE
+  v_bad text;
+  v_ids uuid[];
+  v_resources text[];
+  v_states text[];
+  v_hint bigint;
+  v_void text;
+BEGIN
+  IF p_outcomes IS NULL OR jsonb_typeof(p_outcomes) <> 'array' THEN
+    RAISE EXCEPTION 'outcomes must be a JSON array' USING ERRCODE = 'TM400';
+  END IF;
+  SELECT format('outcomes[%s]: %s', x.i - 1, CASE
+           WHEN jsonb_typeof(x.o) <> 'object' THEN 'an outcome must be a JSON object'
+           WHEN (x.o->>'id') IS NULL
+                OR (x.o->>'id') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
+             'id must be a task uuid'
+           ELSE format('a task cannot finish as %s', coalesce(x.o->>'state', 'nothing')) END)
+    INTO v_bad
+    FROM jsonb_array_elements(p_outcomes) WITH ORDINALITY x (o, i)
+   WHERE jsonb_typeof(x.o) <> 'object' OR (x.o->>'id') IS NULL
+      OR (x.o->>'id') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
+      OR (x.o->>'state') IS NULL OR (x.o->>'state') NOT IN ('completed', 'failed', 'canceled')
+   ORDER BY x.i LIMIT 1;
+  IF v_bad IS NOT NULL THEN
+    RAISE EXCEPTION '%', v_bad USING ERRCODE = 'TM400';
+  END IF;
+  v_ids := ARRAY(SELECT (o->>'id')::uuid FROM jsonb_array_elements(p_outcomes) o);
+
+  -- The locks of a finish (bucket shared, then resource exclusive, see
+  -- 0004_dispatch_many.sql) on the resources of every task we still own,
+  -- before the statement below takes its snapshot.
+  SELECT ARRAY(SELECT DISTINCT r FROM taskmill.task t,
+                      unnest(t.exclusive_resources || t.shared_resources) r
+                WHERE t.id = ANY (v_ids) AND t.app_lock = p_app
+                  AND t.state IN ('running', 'canceling'))
+    INTO v_resources;
+  IF cardinality(v_resources) > 0 THEN
+    PERFORM CASE WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
+                 ELSE pg_advisory_xact_lock(1953720684, l.h) END
+       FROM (SELECT 0 AS k, hashtext(r) & 255 AS h FROM unnest(v_resources) r
+             UNION
+             SELECT 1, hashtext(r) FROM unnest(v_resources) r
+             ORDER BY 1, 2) l;
+  END IF;
+
+  WITH o AS (
+    SELECT x.i, (x.o->>'id')::uuid AS id, x.o->>'state' AS state,
+           CASE WHEN jsonb_typeof(x.o->'result') = 'null' THEN NULL ELSE x.o->'result' END AS result,
+           CASE WHEN jsonb_typeof(x.o->'error') = 'null' THEN NULL ELSE x.o->'error' END AS error
+      FROM jsonb_array_elements(p_outcomes) WITH ORDINALITY x (o, i)),
+  u AS (
+    UPDATE taskmill.task tk
+       SET state = CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE o.state END,
+           finished_at = clock_timestamp(),
+           result = CASE WHEN tk.state = 'canceling' THEN NULL ELSE o.result END,
+           error = CASE WHEN tk.state = 'canceling' THEN NULL ELSE o.error END,
+           progress_reports = CASE WHEN tk.progress_reports = '[]' THEN tk.progress_reports
+             ELSE taskmill._final_reports(tk.progress_reports,
+                    CASE WHEN tk.state = 'canceling' THEN 'canceled' ELSE o.state END) END,
+           -- Anything else queued on its resources (ours are held) is
+           -- examined later, after this commits.
+           release_pending = EXISTS (SELECT 1 FROM taskmill.task_resource tr
+                                      WHERE tr.resource = ANY (tk.exclusive_resources
+                                                               || tk.shared_resources)
+                                        AND tr.seq <> tk.seq)
+      FROM o
+     WHERE tk.id = o.id AND tk.state IN ('running', 'canceling') AND tk.app_lock = p_app
+    RETURNING tk.id, tk.seq, tk.state, tk.release_pending,
+              tk.exclusive_resources || tk.shared_resources AS resources),
+  d AS (
+    DELETE FROM taskmill.task_resource tr USING u
+     WHERE tr.resource = ANY (u.resources) AND tr.seq = u.seq)
+  SELECT array_agg(u.state ORDER BY o.i), min(u.seq) FILTER (WHERE u.release_pending)
+    INTO v_states, v_hint
+    FROM o LEFT JOIN u ON u.id = o.id;
+  IF v_hint IS NOT NULL THEN
+    -- Our releases are for a later transaction: the hint makes every
+    -- session's next probe look from there (see taskmill._release_floor).
+    v_void := setval('taskmill.release_hint', v_hint)::text;
+  END IF;
+  RETURN coalesce(v_states, '{}');
+END $_$;
+
+--
 -- Name: heartbeat(uuid); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
@@ -839,6 +1530,38 @@ CREATE FUNCTION taskmill.heartbeat(p_app uuid) RETURNS boolean
     AS $$
   WITH u AS (UPDATE taskmill.app SET last_heartbeat = clock_timestamp() WHERE id = p_app RETURNING 1)
   SELECT EXISTS (SELECT 1 FROM u)
+$$;
+
+--
+-- Name: horizon_holders(interval); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill.horizon_holders(p_older_than interval DEFAULT '00:01:00'::interval) RETURNS TABLE(key text, kind text, pid integer, name text, state text, age_seconds double precision, xmin_age bigint)
+    LANGUAGE sql STABLE
+    AS $$
+  SELECT h.* FROM (
+    SELECT format('session %s %s', a.pid, a.xact_start) AS key, 'session' AS kind, a.pid,
+           coalesce(a.application_name, '') AS name, coalesce(a.state, '') AS state,
+           extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS age_seconds,
+           greatest(age(a.backend_xmin), age(a.backend_xid))::bigint AS xmin_age
+      FROM pg_stat_activity a
+     WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+       AND a.backend_type <> 'autovacuum worker'
+       AND (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL)
+       AND a.xact_start < clock_timestamp() - p_older_than
+    UNION ALL
+    SELECT format('prepared %s %s', p.gid, p.prepared), 'prepared transaction', 0, p.gid,
+           'prepared', extract(epoch FROM clock_timestamp() - p.prepared)::float8,
+           age(p.transaction)::bigint
+      FROM pg_prepared_xacts p
+     WHERE p.database = current_database() AND p.prepared < clock_timestamp() - p_older_than
+    UNION ALL
+    SELECT format('slot %s', s.slot_name), 'replication slot', 0, s.slot_name::text,
+           'inactive', -1::float8, age(s.xmin)::bigint
+      FROM pg_replication_slots s
+     WHERE s.xmin IS NOT NULL AND NOT s.active
+       AND (s.database IS NULL OR s.database = current_database())) h
+   ORDER BY h.age_seconds DESC, h.xmin_age DESC
 $$;
 
 --
@@ -952,6 +1675,11 @@ CREATE FUNCTION taskmill.try_lease(p_name text, p_holder uuid, p_seconds double 
     LANGUAGE plpgsql
     AS $$
 BEGIN
+  PERFORM 1 FROM taskmill.lease l
+   WHERE l.name = p_name AND l.holder <> p_holder AND l.expires_at >= clock_timestamp();
+  IF FOUND THEN
+    RETURN false;
+  END IF;
   INSERT INTO taskmill.lease AS l (name, holder, expires_at)
   VALUES (p_name, p_holder, clock_timestamp() + make_interval(secs => p_seconds))
   ON CONFLICT (name) DO UPDATE
@@ -991,7 +1719,8 @@ CREATE TABLE taskmill.app (
     ttl interval DEFAULT '00:00:30'::interval NOT NULL,
     channel text NOT NULL,
     CONSTRAINT app_app_type_check CHECK ((app_type = ANY (ARRAY['worker'::text, 'api'::text])))
-);
+)
+WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='200', autovacuum_vacuum_cost_delay='0');
 
 --
 -- Name: app_view; Type: VIEW; Schema: taskmill; Owner: -
@@ -1025,8 +1754,27 @@ CREATE VIEW taskmill.app_view AS
 CREATE TABLE taskmill.idle_worker (
     app_id uuid NOT NULL,
     channel text NOT NULL,
-    since timestamp with time zone DEFAULT clock_timestamp() NOT NULL
-);
+    since timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    ticket bigint NOT NULL
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='500', autovacuum_vacuum_cost_delay='0');
+
+--
+-- Name: idle_ticket; Type: SEQUENCE; Schema: taskmill; Owner: -
+--
+
+CREATE SEQUENCE taskmill.idle_ticket
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: idle_ticket; Type: SEQUENCE OWNED BY; Schema: taskmill; Owner: -
+--
+
+ALTER SEQUENCE taskmill.idle_ticket OWNED BY taskmill.idle_worker.ticket;
 
 --
 -- Name: lease; Type: TABLE; Schema: taskmill; Owner: -
@@ -1036,7 +1784,19 @@ CREATE TABLE taskmill.lease (
     name text NOT NULL,
     holder uuid NOT NULL,
     expires_at timestamp with time zone NOT NULL
-);
+)
+WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='50', autovacuum_vacuum_cost_delay='0');
+
+--
+-- Name: release_hint; Type: SEQUENCE; Schema: taskmill; Owner: -
+--
+
+CREATE SEQUENCE taskmill.release_hint
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
 
 --
 -- Name: schema_migrations; Type: TABLE; Schema: taskmill; Owner: -
@@ -1078,7 +1838,8 @@ CREATE TABLE taskmill.task_resource (
     seq bigint NOT NULL,
     task_id uuid NOT NULL,
     exclusive boolean NOT NULL
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_cost_delay='0', autovacuum_vacuum_insert_scale_factor='0', autovacuum_vacuum_insert_threshold='10000');
 
 --
 -- Name: task_seq; Type: SEQUENCE; Schema: taskmill; Owner: -
@@ -1126,6 +1887,12 @@ CREATE VIEW taskmill.task_view AS
    FROM taskmill.task t;
 
 --
+-- Name: idle_worker ticket; Type: DEFAULT; Schema: taskmill; Owner: -
+--
+
+ALTER TABLE ONLY taskmill.idle_worker ALTER COLUMN ticket SET DEFAULT nextval('taskmill.idle_ticket'::regclass);
+
+--
 -- Name: app app_pkey; Type: CONSTRAINT; Schema: taskmill; Owner: -
 --
 
@@ -1137,7 +1904,7 @@ ALTER TABLE ONLY taskmill.app
 --
 
 ALTER TABLE ONLY taskmill.idle_worker
-    ADD CONSTRAINT idle_worker_pkey PRIMARY KEY (app_id);
+    ADD CONSTRAINT idle_worker_pkey PRIMARY KEY (ticket);
 
 --
 -- Name: lease lease_pkey; Type: CONSTRAINT; Schema: taskmill; Owner: -
@@ -1180,6 +1947,12 @@ ALTER TABLE ONLY taskmill.task
 
 ALTER TABLE ONLY taskmill.task_resource
     ADD CONSTRAINT task_resource_pkey PRIMARY KEY (resource, seq);
+
+--
+-- Name: idle_worker_app_idx; Type: INDEX; Schema: taskmill; Owner: -
+--
+
+CREATE INDEX idle_worker_app_idx ON taskmill.idle_worker USING btree (app_id);
 
 --
 -- Name: task_created_idx; Type: INDEX; Schema: taskmill; Owner: -
