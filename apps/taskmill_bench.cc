@@ -218,8 +218,8 @@ double DispatchRate(const Database& db, int connections, double seconds, int pip
     threads.emplace_back([&] {
       auto conn = db.Connect();
       std::vector<pg::Connection::Statement> batch(pipeline, {kDispatchSql, {}});
-      std::string prefix = conn.Exec("SELECT gen_random_uuid()::text", DeadlineIn(kTimeout))
-                               .GetString(0, 0);
+      std::string prefix =
+          conn.Exec("SELECT gen_random_uuid()::text", DeadlineIn(kTimeout)).GetString(0, 0);
       int64_t counter = 0;
       while (!go) std::this_thread::yield();
       int64_t n = 0;

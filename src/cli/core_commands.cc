@@ -206,7 +206,8 @@ void DispatchFile(const GlobalOptions& options, const std::string& path) {
   std::istream* in = &std::cin;
   if (path != "-") {
     file_stream.open(path);
-    if (!file_stream) Fail(kExitBadInput, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    if (!file_stream)
+      Fail(kExitBadInput, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
     in = &file_stream;
   }
   nlohmann::json batch = nlohmann::json::array();
@@ -215,7 +216,8 @@ void DispatchFile(const GlobalOptions& options, const std::string& path) {
   for (int number = 1; std::getline(*in, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto task = nlohmann::json::parse(line, nullptr, false);
-    if (task.is_discarded()) Fail(kExitBadInput, fmt::format("{}:{}: not valid JSON", path, number));
+    if (task.is_discarded())
+      Fail(kExitBadInput, fmt::format("{}:{}: not valid JSON", path, number));
     if (!task.is_object()) {
       Fail(kExitBadInput, fmt::format("{}:{}: a task must be a JSON object", path, number));
     }

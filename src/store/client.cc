@@ -35,8 +35,8 @@ Result<DispatchOutcome> Client::Dispatch(const DispatchRequest& request, Deadlin
   return store::DispatchTask(impl_->Conn(deadline), request, std::nullopt, deadline);
 }
 
-Result<std::vector<std::string>> Client::DispatchMany(
-    const std::vector<DispatchRequest>& requests, Deadline deadline) {
+Result<std::vector<std::string>> Client::DispatchMany(const std::vector<DispatchRequest>& requests,
+                                                      Deadline deadline) {
   return store::DispatchMany(impl_->Conn(deadline), requests, deadline);
 }
 

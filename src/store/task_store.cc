@@ -100,8 +100,7 @@ constexpr pg::Query kClaimMany{"claim_many",
     "app_lock, worker_name, result, error, progress_reports, immediate, deferred, parent_task, "
     "task_group, logging_cid "
     "FROM taskmill.claim_many($1::uuid, $2::integer, $3::boolean, $4::uuid[])"};
-constexpr pg::Query kFinishMany{"finish_many",
-                                "SELECT taskmill.finish_many($1::uuid, $2::jsonb)"};
+constexpr pg::Query kFinishMany{"finish_many", "SELECT taskmill.finish_many($1::uuid, $2::jsonb)"};
 constexpr pg::Query kDispatchMany{"dispatch_many", "SELECT taskmill.dispatch_many($1::jsonb)"};
 
 constexpr pg::Query kFinish{"finish",
@@ -416,7 +415,6 @@ Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const 
                                                     const std::vector<TaskOutcome>& outcomes,
                                                     int claim, bool idle, Deadline deadline) {
   nlohmann::json batch = nlohmann::json::array();
-  pg::Params exclude;
   std::vector<std::string> ids;
   for (const auto& o : outcomes) {
     batch.push_back({{"id", o.task_id},
@@ -429,14 +427,12 @@ Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const 
   statements.push_back({"BEGIN", {}});
   if (!outcomes.empty()) {
     statements.push_back(
-        {kFinishMany.text,
-         pg::Params().Add(app_id).Add(
-             batch.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))});
+        {kFinishMany.text, pg::Params().Add(app_id).Add(batch.dump(
+                               -1, ' ', false, nlohmann::json::error_handler_t::replace))});
   }
   if (claim > 0) {
     statements.push_back(
-        {kClaimMany.text,
-         pg::Params().Add(app_id).Add(claim).Add(idle).AddTextArray(ids)});
+        {kClaimMany.text, pg::Params().Add(app_id).Add(claim).Add(idle).AddTextArray(ids)});
   }
   statements.push_back({"COMMIT", {}});
   try {
@@ -453,7 +449,8 @@ Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const 
     }
     if (claim > 0) {
       const auto& claimed = results[next++];
-      for (int row = 0; row < claimed.rows(); ++row) out.claimed.push_back(TaskFromRow(claimed, row));
+      for (int row = 0; row < claimed.rows(); ++row)
+        out.claimed.push_back(TaskFromRow(claimed, row));
     }
     return out;
   } catch (const pg::QueryError& e) {

@@ -45,17 +45,7 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
+using testing::FreePort;
 
 // One task to dispatch: a short sleep on one or two of four resources.
 struct Shape {
@@ -250,7 +240,7 @@ TEST_F(FailoverTest, AcknowledgedTasksSurvivePromotionOfTheSynchronousStandby) {
     while (!stop) {
       Shape s = RandomShape(rng);
       std::vector<std::string> args = {"--database-url", url,        "dispatch",
-                                       "test.sleep", "--kwargs", kwargs(s).dump()};
+                                       "test.sleep",     "--kwargs", kwargs(s).dump()};
       for (const auto& r : s.exclusive) args.insert(args.end(), {"--exclusive", r});
       for (const auto& r : s.shared) args.insert(args.end(), {"--shared", r});
       auto out = testing::RunTaskmill(args);

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "store/task_store.h"
+#include "support/reference_model.h"
 #include "support/taskmill_fixture.h"
 #include "support/test_postgres.h"
 
@@ -15,6 +16,8 @@ namespace {
 
 using testing::Connect;
 using testing::MigratedTestDatabase;
+using testing::ModelReady;
+using testing::ModelTask;
 
 constexpr auto kTimeout = std::chrono::seconds(60);
 
@@ -58,7 +61,8 @@ class BatchedClaimTest : public ::testing::Test {
 
   static std::vector<store::TaskOutcome> Completed(const std::vector<Task>& tasks) {
     std::vector<store::TaskOutcome> out;
-    for (const auto& t : tasks) out.push_back({t.id, TaskState::kCompleted, {{"ok", true}}, nullptr});
+    for (const auto& t : tasks)
+      out.push_back({t.id, TaskState::kCompleted, {{"ok", true}}, nullptr});
     return out;
   }
 
@@ -130,8 +134,9 @@ TEST_F(BatchedClaimTest, ATaskNoLongerOursIsReportedAndTheOthersAreRecorded) {
   ASSERT_EQ(theirs.size(), 1u);
   // A cancel while running: ends canceled whatever we report.
   ASSERT_TRUE(store::CancelTask(conn_, mine[0].id, DeadlineIn(kTimeout)).ok());
-  auto step = Step(app_, {{mine[0].id, TaskState::kCompleted, nullptr, nullptr},
-                          {theirs[0].id, TaskState::kCompleted, nullptr, nullptr}},
+  auto step = Step(app_,
+                   {{mine[0].id, TaskState::kCompleted, nullptr, nullptr},
+                    {theirs[0].id, TaskState::kCompleted, nullptr, nullptr}},
                    0);
   ASSERT_EQ(step.finished.size(), 2u);
   EXPECT_EQ(step.finished[0], TaskState::kCanceled);
@@ -186,24 +191,6 @@ TEST_F(BatchedClaimTest, TheIdleListHoldsAProcessWithFreeSlotsOnly) {
 // random claim sizes and random subsets of their running tasks finished in
 // each step, against Pulp's reference scan: the running set never holds two
 // conflicting tasks, and ready+running equals the model's ready set.
-struct ModelTask {
-  std::string id;
-  std::set<std::string> x, s;
-  bool finished = false;
-};
-std::set<std::string> ModelReady(const std::vector<ModelTask>& tasks) {
-  std::set<std::string> taken_x, taken_s, ready;
-  for (const auto& t : tasks) {
-    if (t.finished) continue;
-    bool free = true;
-    for (const auto& r : t.x) free = free && !taken_x.count(r) && !taken_s.count(r);
-    for (const auto& r : t.s) free = free && !taken_x.count(r);
-    if (free) ready.insert(t.id);
-    taken_x.insert(t.x.begin(), t.x.end());
-    taken_s.insert(t.s.begin(), t.s.end());
-  }
-  return ready;
-}
 
 TEST_F(BatchedClaimTest, RandomSlotsNeverRunConflictingTasksAndMatchTheModel) {
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed() + 99);

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "store/task_store.h"
+#include "support/reference_model.h"
 #include "support/taskmill_fixture.h"
 #include "support/test_postgres.h"
 #include "taskmill/client.h"
@@ -18,6 +19,8 @@ namespace {
 
 using testing::Connect;
 using testing::MigratedTestDatabase;
+using testing::ModelReady;
+using testing::ModelTask;
 
 constexpr auto kTimeout = std::chrono::seconds(60);
 
@@ -66,8 +69,9 @@ TEST_F(DispatchManyTest, ReturnsIdsInOrderWithConsecutivePlacesInLine) {
   ASSERT_EQ(ids.size(), 5u);
   std::vector<int64_t> seqs;
   for (const auto& id : ids) {
-    seqs.push_back(conn_.Exec("SELECT seq FROM taskmill.task WHERE id = $1", pg::Params().Add(id),
-                              DeadlineIn(kTimeout))
+    seqs.push_back(conn_
+                       .Exec("SELECT seq FROM taskmill.task WHERE id = $1", pg::Params().Add(id),
+                             DeadlineIn(kTimeout))
                        .GetInt(0, 0));
   }
   for (size_t i = 1; i < seqs.size(); ++i) EXPECT_EQ(seqs[i], seqs[i - 1] + 1);
@@ -95,29 +99,10 @@ TEST_F(DispatchManyTest, SharedHoldersInABatchRunTogetherAndExclusiveWaitsForThe
   EXPECT_FALSE(IsReady(conn_, ids[3]));  // no overtaking of the exclusive one
 }
 
-// Pulp's reference scan (as in ordering_test.cc), fed by batches of random
+// Pulp's reference scan (tests/support/reference_model.h), fed by batches of random
 // size mixed with claims, finishes and cancels; the database's ready set
 // must equal the model's after every step. Both lock modes are used (a batch
 // naming more than 64 distinct resources takes bucket locks).
-struct ModelTask {
-  std::string id;
-  std::set<std::string> x, s;
-  bool finished = false;
-  bool running = false;
-};
-std::set<std::string> ModelReady(const std::vector<ModelTask>& tasks) {
-  std::set<std::string> taken_x, taken_s, ready;
-  for (const auto& t : tasks) {
-    if (t.finished) continue;
-    bool free = true;
-    for (const auto& r : t.x) free = free && !taken_x.count(r) && !taken_s.count(r);
-    for (const auto& r : t.s) free = free && !taken_x.count(r);
-    if (free) ready.insert(t.id);
-    taken_x.insert(t.x.begin(), t.x.end());
-    taken_s.insert(t.s.begin(), t.s.end());
-  }
-  return ready;
-}
 
 TEST_F(DispatchManyTest, RandomBatchesMatchTheReferenceModel) {
   std::mt19937 rng(::testing::UnitTest::GetInstance()->random_seed() + 4242);
@@ -211,8 +196,7 @@ TEST_F(DispatchManyTest, AnInvalidElementRejectsTheWholeBatchWithItsIndex) {
       {R"({"name": "taskmill.noop", "shared_resources": [["A"]]})", "flat lists of names"},
       {R"({"name": "taskmill.noop", "shared_resources": [null]})", "flat lists of names"},
       {R"({"name": "taskmill.noop", "exclusive_resources": [""]})", "empty resource name"},
-      {R"({"name": "taskmill.noop", "exclusive_resources": [")" + std::string(513, 'x') +
-           R"("]})",
+      {R"({"name": "taskmill.noop", "exclusive_resources": [")" + std::string(513, 'x') + R"("]})",
        "too long"},
       {R"({"name": "taskmill.noop", "exclusive_resources": ["a\nb"]})", "control character"},
       {R"({"name": "no.such.function"})", "unknown task function \"no.such.function\""},
@@ -233,8 +217,7 @@ TEST_F(DispatchManyTest, AnInvalidElementRejectsTheWholeBatchWithItsIndex) {
         << element << " -> " << out.error().message;
   }
   // Not an array; too many.
-  EXPECT_FALSE(
-      store::DispatchManyJson(conn_, nlohmann::json::object(), DeadlineIn(kTimeout)).ok());
+  EXPECT_FALSE(store::DispatchManyJson(conn_, nlohmann::json::object(), DeadlineIn(kTimeout)).ok());
   auto too_many = nlohmann::json::array();
   for (int i = 0; i < 10001; ++i) too_many.push_back({{"name", "taskmill.noop"}});
   auto big = store::DispatchManyJson(conn_, too_many, DeadlineIn(kTimeout));
@@ -263,15 +246,16 @@ TEST_F(DispatchManyTest, ThousandsOfDistinctResourcesDoNotExhaustTheLockTable) {
   for (int round = 0; round < 4; ++round) {
     auto batch = nlohmann::json::array();
     for (int i = 0; i < 10000; ++i) {
-      batch.push_back({{"name", "taskmill.noop"},
-                       {"exclusive_resources", nlohmann::json::array({fmt::format("fresh-{}-{}", round, i)})}});
+      batch.push_back(
+          {{"name", "taskmill.noop"},
+           {"exclusive_resources", nlohmann::json::array({fmt::format("fresh-{}-{}", round, i)})}});
     }
     auto out = store::DispatchManyJson(conn_, batch, DeadlineIn(kTimeout));
     ASSERT_TRUE(out.ok()) << out.error().message;
     ASSERT_EQ(out->size(), 10000u);
   }
-  auto locks = Count(
-      "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()");
+  auto locks =
+      Count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()");
   EXPECT_LE(locks, 256);
   conn_.Exec("COMMIT", DeadlineIn(kTimeout));
   EXPECT_EQ(Count("SELECT count(*) FROM taskmill.task WHERE unblocked_at IS NOT NULL"), 40000);
@@ -334,8 +318,8 @@ TEST_F(DispatchManyTest, AFinishWaitsForAnOpenLargeBatchAndThenUnblocksIt) {
                                  nullptr, DeadlineIn(std::chrono::milliseconds(300))),
                pg::TimeoutError);
   other.Exec("COMMIT", DeadlineIn(kTimeout));
-  ASSERT_TRUE(store::FinishTask(conn_, running_id[0], app_, TaskState::kCompleted, nullptr,
-                                nullptr, DeadlineIn(kTimeout)));
+  ASSERT_TRUE(store::FinishTask(conn_, running_id[0], app_, TaskState::kCompleted, nullptr, nullptr,
+                                DeadlineIn(kTimeout)));
   store::ProcessReleases(conn_, DeadlineIn(kTimeout));
   EXPECT_TRUE(IsReady(conn_, ids->back()));
 }

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "store/task_store.h"
+#include "support/reference_model.h"
 #include "support/taskmill_fixture.h"
 #include "support/test_postgres.h"
 
@@ -325,27 +326,8 @@ TEST_F(OrderingTest, OnlyConflictingDispatchesWaitForEachOther) {
   EXPECT_FALSE(after->ready);  // behind the first one
 }
 
-// A reference model of Pulp's unblocking scan: walk unfinished tasks in
-// creation order, reserving every task's resources whether it may run or not.
-struct ModelTask {
-  std::string id;
-  std::set<std::string> x, s;
-  bool finished = false;
-  bool running = false;
-};
-std::set<std::string> ModelReady(const std::vector<ModelTask>& tasks) {
-  std::set<std::string> taken_x, taken_s, ready;
-  for (const auto& t : tasks) {
-    if (t.finished) continue;
-    bool free = true;
-    for (const auto& r : t.x) free = free && !taken_x.count(r) && !taken_s.count(r);
-    for (const auto& r : t.s) free = free && !taken_x.count(r);
-    if (free) ready.insert(t.id);
-    taken_x.insert(t.x.begin(), t.x.end());
-    taken_s.insert(t.s.begin(), t.s.end());
-  }
-  return ready;
-}
+using testing::ModelReady;
+using testing::ModelTask;
 
 TEST_F(OrderingTest, RandomWorkloadMatchesReferenceModel) {
   std::mt19937 rng(12345);

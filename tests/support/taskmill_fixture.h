@@ -50,6 +50,10 @@ CommandResult RunTaskmill(const std::vector<std::string>& args,
 // Polls `done` every 20 ms until it is true or `limit` passes.
 bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit);
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for a server a test
+// starts; the kernel may hand it out again, so bind it soon).
+int FreePort();
+
 // The whole content of a file ("" if missing), for failure messages.
 std::string ReadFile(const std::string& path);
 

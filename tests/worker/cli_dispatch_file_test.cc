@@ -28,9 +28,9 @@ TEST(CliDispatchFileTest, DispatchesEveryLineInOrderAndPrintsTheIds) {
   std::string db = testing::MigratedTestDatabase();
   std::string text;
   for (int i = 0; i < 2500; ++i) {
-    text += json({{"name", "taskmill.echo"}, {"args", {i}}, {"exclusive_resources", {"repo"}}})
-                .dump() +
-            "\n";
+    text +=
+        json({{"name", "taskmill.echo"}, {"args", {i}}, {"exclusive_resources", {"repo"}}}).dump() +
+        "\n";
     if (i == 10) text += "\n";  // blank lines are skipped
   }
   auto path = WriteFile("tasks.jsonl", text);
