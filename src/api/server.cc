@@ -785,19 +785,13 @@ void Server::CreateTask(const httplib::Request& req, httplib::Response& res) {
   json body = ParseBody(req, /*allow_array=*/true);
   std::string cid = req.get_header_value("Correlation-ID");
   if (body.is_array()) {
-    if (body.size() > store::kMaxDispatchBatch) {
-      throw HttpError{400, fmt::format("too many tasks in one request: {} (at most {})",
-                                       body.size(), store::kMaxDispatchBatch)};
-    }
+    // The batch size and "every batched task is deferred" are the store's
+    // checks (store::DispatchMany), answered as 400 like any invalid input.
     std::vector<DispatchRequest> requests;
     requests.reserve(body.size());
     for (size_t i = 0; i < body.size(); ++i) {
       requests.push_back(DispatchRequestFromJson(body[i], fmt::format("tasks[{}]: ", i)));
       requests.back().logging_cid = cid;
-      // Immediate keeps its claim priority; a batch always waits for a worker.
-      if (!requests.back().deferred) {
-        throw HttpError{400, fmt::format("tasks[{}]: a batched task is always deferred", i)};
-      }
     }
     auto conn = pool_.Acquire(DeadlineIn(kAcquireTimeout));
     auto ids = store::DispatchMany(*conn, requests, DeadlineIn(kQueryTimeout));
