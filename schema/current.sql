@@ -750,6 +750,7 @@ DECLARE
   v_n integer;
   v_bad_index bigint;
   v_bad text;
+  v_suspect boolean;
   v_refs boolean;
   v_locked bigint;
   v_ids uuid[];
@@ -771,97 +772,148 @@ BEGIN
     RAISE EXCEPTION 'too many tasks in one batch: % (at most 10000)', v_n USING ERRCODE = 'TM400';
   END IF;
 
-  -- Every check of dispatch_task, per element; the first bad element (in
-  -- array order) rejects the batch. CASE stops at the first match, so each
-  -- branch may assume the ones before it passed.
-  SELECT e.i - 1, e.reason INTO v_bad_index, v_bad
-    FROM (SELECT x.i, CASE
-            WHEN jsonb_typeof(x.t) <> 'object' THEN 'a task must be a JSON object'
-            WHEN EXISTS (SELECT 1 FROM jsonb_object_keys(x.t) k
-                          WHERE k NOT IN ('name', 'args', 'kwargs', 'exclusive_resources',
-                                          'shared_resources', 'immediate', 'task_group',
-                                          'parent_task', 'logging_cid')) THEN
-              format('unknown field %s (known: name, args, kwargs, exclusive_resources, '
-                     'shared_resources, immediate, task_group, parent_task, logging_cid)',
-                     (SELECT quote_literal(k) FROM jsonb_object_keys(x.t) k
-                       WHERE k NOT IN ('name', 'args', 'kwargs', 'exclusive_resources',
-                                       'shared_resources', 'immediate', 'task_group',
-                                       'parent_task', 'logging_cid') ORDER BY k LIMIT 1))
-            WHEN jsonb_typeof(x.t->'name') IS DISTINCT FROM 'string' OR x.t->>'name' = '' THEN
-              'a task needs a function name'
-            WHEN jsonb_typeof(coalesce(x.t->'args', '[]')) <> 'array' THEN 'args must be a JSON array'
-            WHEN jsonb_typeof(coalesce(x.t->'kwargs', '{}')) <> 'object' THEN
-              'kwargs must be a JSON object'
-            WHEN jsonb_typeof(coalesce(x.t->'exclusive_resources', '[]')) <> 'array'
-                 OR jsonb_typeof(coalesce(x.t->'shared_resources', '[]')) <> 'array' THEN
-              'resources must be flat lists of names'
-            WHEN jsonb_array_length(coalesce(x.t->'exclusive_resources', '[]')) > 256
-                 OR jsonb_array_length(coalesce(x.t->'shared_resources', '[]')) > 256 THEN
-              'too many resources (at most 256 exclusive and 256 shared)'
-            WHEN jsonb_typeof(coalesce(x.t->'immediate', 'false')) <> 'boolean' THEN
-              'immediate must be true or false'
-            WHEN jsonb_typeof(coalesce(x.t->'logging_cid', '""')) <> 'string' THEN
-              'logging_cid must be a string'
-            WHEN jsonb_typeof(coalesce(x.t->'task_group', 'null')) NOT IN ('null', 'string')
-                 OR (x.t->>'task_group') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
-              'task_group must be a uuid'
-            WHEN jsonb_typeof(coalesce(x.t->'parent_task', 'null')) NOT IN ('null', 'string')
-                 OR (x.t->>'parent_task') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
-              'parent_task must be a uuid'
-            ELSE (SELECT CASE
-                           WHEN jsonb_typeof(r) <> 'string' THEN 'resources must be flat lists of names'
-                           WHEN r #>> '{}' = '' THEN 'empty resource name'
-                           WHEN octet_length(r #>> '{}') > 512 THEN
-                             format('resource name too long: %s bytes (at most 512)',
-                                    octet_length(r #>> '{}'))
-                           WHEN (r #>> '{}') ~ '[[:cntrl:]]' THEN
-                             format('resource name contains a control character: %s',
-                                    quote_literal(r #>> '{}'))
-                         END
-                    FROM jsonb_array_elements(coalesce(x.t->'exclusive_resources', '[]')
-                                              || coalesce(x.t->'shared_resources', '[]'))
-                           WITH ORDINALITY rs (r, o)
-                   WHERE jsonb_typeof(r) <> 'string' OR r #>> '{}' = ''
-                      OR octet_length(r #>> '{}') > 512 OR (r #>> '{}') ~ '[[:cntrl:]]'
-                   ORDER BY o LIMIT 1)
-          END AS reason
-          FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)) e
-   WHERE e.reason IS NOT NULL
-   ORDER BY e.i LIMIT 1;
-  IF v_bad IS NULL THEN
-    -- Unknown functions, then unknown groups and parents (rarely named).
+  -- The quick pass: true for an element if any check below could reject it
+  -- (see the top of this file), and whether any element names a group or a
+  -- parent. Each WHEN may assume the ones before it are false, as in the
+  -- precise checks.
+  SELECT bool_or(CASE
+           WHEN jsonb_typeof(x.t) <> 'object' THEN true
+           WHEN (x.t - ARRAY['name', 'args', 'kwargs', 'exclusive_resources', 'shared_resources',
+                             'immediate', 'task_group', 'parent_task', 'logging_cid'])
+                <> '{}'::jsonb THEN true
+           WHEN jsonb_typeof(x.t->'name') IS DISTINCT FROM 'string' OR x.t->>'name' = '' THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'args', '[]')) <> 'array' THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'kwargs', '{}')) <> 'object' THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'exclusive_resources', '[]')) <> 'array'
+                OR jsonb_typeof(coalesce(x.t->'shared_resources', '[]')) <> 'array' THEN true
+           WHEN jsonb_array_length(coalesce(x.t->'exclusive_resources', '[]')) > 256
+                OR jsonb_array_length(coalesce(x.t->'shared_resources', '[]')) > 256 THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'immediate', 'false')) <> 'boolean' THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'logging_cid', '""')) <> 'string' THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'task_group', 'null')) NOT IN ('null', 'string')
+                OR (x.t->>'task_group') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN true
+           WHEN jsonb_typeof(coalesce(x.t->'parent_task', 'null')) NOT IN ('null', 'string')
+                OR (x.t->>'parent_task') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN true
+           -- Resource names: both lists are arrays here, so strict mode
+           -- looks at their members as they are (lax mode would unwrap a
+           -- nested array and see its members instead): not a string, or
+           -- empty.
+           WHEN jsonb_path_exists(
+                  coalesce(x.t->'exclusive_resources', '[]') || coalesce(x.t->'shared_resources', '[]'),
+                  'strict $[*] ? (@.type() != "string" || @ == "")') THEN true
+           -- Then on the lists' JSON text: a control character is there
+           -- either escaped (a backslash) or as itself (the same regular
+           -- expression as below); a name of more than 512 bytes makes the
+           -- text of its list longer than 516 bytes.
+           ELSE octet_length(x.t->>'exclusive_resources') > 516
+                OR octet_length(x.t->>'shared_resources') > 516
+                OR strpos(x.t->>'exclusive_resources', '\') > 0
+                OR strpos(x.t->>'shared_resources', '\') > 0
+                OR (x.t->>'exclusive_resources') ~ '[[:cntrl:]]'
+                OR (x.t->>'shared_resources') ~ '[[:cntrl:]]'
+         END),
+         bool_or(x.t ? 'task_group' OR x.t ? 'parent_task')
+    INTO v_suspect, v_refs
+    FROM jsonb_array_elements(p_tasks) x (t);
+  IF v_suspect THEN
+    -- The precise checks of 0004_dispatch_many.sql, unchanged from here on:
+    -- the first bad element in array order and its reason; then unknown
+    -- functions; then unknown groups and parents.
+    SELECT e.i - 1, e.reason INTO v_bad_index, v_bad
+      FROM (SELECT x.i, CASE
+              WHEN jsonb_typeof(x.t) <> 'object' THEN 'a task must be a JSON object'
+              WHEN EXISTS (SELECT 1 FROM jsonb_object_keys(x.t) k
+                            WHERE k NOT IN ('name', 'args', 'kwargs', 'exclusive_resources',
+                                            'shared_resources', 'immediate', 'task_group',
+                                            'parent_task', 'logging_cid')) THEN
+                format('unknown field %s (known: name, args, kwargs, exclusive_resources, '
+                       'shared_resources, immediate, task_group, parent_task, logging_cid)',
+                       (SELECT quote_literal(k) FROM jsonb_object_keys(x.t) k
+                         WHERE k NOT IN ('name', 'args', 'kwargs', 'exclusive_resources',
+                                         'shared_resources', 'immediate', 'task_group',
+                                         'parent_task', 'logging_cid') ORDER BY k LIMIT 1))
+              WHEN jsonb_typeof(x.t->'name') IS DISTINCT FROM 'string' OR x.t->>'name' = '' THEN
+                'a task needs a function name'
+              WHEN jsonb_typeof(coalesce(x.t->'args', '[]')) <> 'array' THEN 'args must be a JSON array'
+              WHEN jsonb_typeof(coalesce(x.t->'kwargs', '{}')) <> 'object' THEN
+                'kwargs must be a JSON object'
+              WHEN jsonb_typeof(coalesce(x.t->'exclusive_resources', '[]')) <> 'array'
+                   OR jsonb_typeof(coalesce(x.t->'shared_resources', '[]')) <> 'array' THEN
+                'resources must be flat lists of names'
+              WHEN jsonb_array_length(coalesce(x.t->'exclusive_resources', '[]')) > 256
+                   OR jsonb_array_length(coalesce(x.t->'shared_resources', '[]')) > 256 THEN
+                'too many resources (at most 256 exclusive and 256 shared)'
+              WHEN jsonb_typeof(coalesce(x.t->'immediate', 'false')) <> 'boolean' THEN
+                'immediate must be true or false'
+              WHEN jsonb_typeof(coalesce(x.t->'logging_cid', '""')) <> 'string' THEN
+                'logging_cid must be a string'
+              WHEN jsonb_typeof(coalesce(x.t->'task_group', 'null')) NOT IN ('null', 'string')
+                   OR (x.t->>'task_group') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
+                'task_group must be a uuid'
+              WHEN jsonb_typeof(coalesce(x.t->'parent_task', 'null')) NOT IN ('null', 'string')
+                   OR (x.t->>'parent_task') !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
+                'parent_task must be a uuid'
+              ELSE (SELECT CASE
+                             WHEN jsonb_typeof(r) <> 'string' THEN 'resources must be flat lists of names'
+                             WHEN r #>> '{}' = '' THEN 'empty resource name'
+                             WHEN octet_length(r #>> '{}') > 512 THEN
+                               format('resource name too long: %s bytes (at most 512)',
+                                      octet_length(r #>> '{}'))
+                             WHEN (r #>> '{}') ~ '[[:cntrl:]]' THEN
+                               format('resource name contains a control character: %s',
+                                      quote_literal(r #>> '{}'))
+                           END
+                      FROM jsonb_array_elements(coalesce(x.t->'exclusive_resources', '[]')
+                                                || coalesce(x.t->'shared_resources', '[]'))
+                             WITH ORDINALITY rs (r, o)
+                     WHERE jsonb_typeof(r) <> 'string' OR r #>> '{}' = ''
+                        OR octet_length(r #>> '{}') > 512 OR (r #>> '{}') ~ '[[:cntrl:]]'
+                     ORDER BY o LIMIT 1)
+            END AS reason
+            FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)) e
+     WHERE e.reason IS NOT NULL
+     ORDER BY e.i LIMIT 1;
+  END IF;
+  -- Unknown functions: each distinct name looked up once; only if one is
+  -- unknown, the first element that names it.
+  IF v_bad IS NULL
+     AND EXISTS (SELECT 1 FROM (SELECT DISTINCT x.t->>'name' AS name
+                                  FROM jsonb_array_elements(p_tasks) x (t)) d
+                  WHERE NOT EXISTS (SELECT 1 FROM taskmill.task_function f WHERE f.name = d.name))
+  THEN
     SELECT x.i - 1, format('unknown task function "%s"', x.t->>'name') INTO v_bad_index, v_bad
       FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
      WHERE NOT EXISTS (SELECT 1 FROM taskmill.task_function f WHERE f.name = x.t->>'name')
      ORDER BY x.i LIMIT 1;
   END IF;
-  IF v_bad IS NULL THEN
-    v_refs := jsonb_path_exists(p_tasks, '$[*] ? (exists(@.task_group) || exists(@.parent_task))');
-    IF v_refs THEN
-      SELECT x.i - 1,
-             CASE WHEN x.t->>'task_group' IS NOT NULL
-                       AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g
-                                        WHERE g.id = (x.t->>'task_group')::uuid) THEN
-                    format('task group %s does not exist', x.t->>'task_group')
-                  ELSE format('parent task %s does not exist', x.t->>'parent_task') END
-        INTO v_bad_index, v_bad
-        FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
-       WHERE (x.t->>'task_group' IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g
-                               WHERE g.id = (x.t->>'task_group')::uuid))
-          OR (x.t->>'parent_task' IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM taskmill.task t
-                               WHERE t.id = (x.t->>'parent_task')::uuid))
-       ORDER BY x.i LIMIT 1;
-    END IF;
+  IF v_bad IS NULL AND v_refs THEN
+    SELECT x.i - 1,
+           CASE WHEN x.t->>'task_group' IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g
+                                      WHERE g.id = (x.t->>'task_group')::uuid) THEN
+                  format('task group %s does not exist', x.t->>'task_group')
+                ELSE format('parent task %s does not exist', x.t->>'parent_task') END
+      INTO v_bad_index, v_bad
+      FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
+     WHERE (x.t->>'task_group' IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM taskmill.task_group g
+                             WHERE g.id = (x.t->>'task_group')::uuid))
+        OR (x.t->>'parent_task' IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM taskmill.task t
+                             WHERE t.id = (x.t->>'parent_task')::uuid))
+     ORDER BY x.i LIMIT 1;
   END IF;
   IF v_bad IS NOT NULL THEN
     RAISE EXCEPTION 'tasks[%]: %', v_bad_index, v_bad USING ERRCODE = 'TM400',
       DETAIL = v_bad_index::text;
   END IF;
 
-  -- The locks (see the top of this file), all before the statement below
-  -- takes its snapshot and the places in line.
+  -- The locks (see the top of 0004_dispatch_many.sql), all before the
+  -- statement below takes its snapshot and the places in line: each
+  -- distinct resource exclusive if any element names it exclusive; at most
+  -- 64 distinct resources: the buckets shared, then the resource locks;
+  -- more: only the buckets, exclusive. Buckets before resources, each in
+  -- key order.
   SELECT count(CASE WHEN l.k = 0 AND l.x THEN pg_advisory_xact_lock(1953720674, l.h)
                     WHEN l.k = 0 THEN pg_advisory_xact_lock_shared(1953720674, l.h)
                     WHEN l.x THEN pg_advisory_xact_lock(1953720684, l.h)
@@ -869,12 +921,11 @@ BEGIN
     INTO v_locked
     FROM (WITH r AS MATERIALIZED (
             SELECT u.name, bool_or(u.x) AS x FROM (
-              SELECT jsonb_array_elements_text(coalesce(t->'exclusive_resources', '[]')) AS name,
-                     true AS x
-                FROM jsonb_array_elements(p_tasks) t
+              SELECT unnest(j.exclusive_resources) AS name, true AS x
+                FROM jsonb_to_recordset(p_tasks) AS j (exclusive_resources text[])
               UNION ALL
-              SELECT jsonb_array_elements_text(coalesce(t->'shared_resources', '[]')), false
-                FROM jsonb_array_elements(p_tasks) t) u
+              SELECT unnest(j.shared_resources), false
+                FROM jsonb_to_recordset(p_tasks) AS j (shared_resources text[])) u
              GROUP BY u.name),
           big AS MATERIALIZED (SELECT count(*) > 64 AS b FROM r)
           SELECT q.k, q.h, bool_or(q.x) AS x FROM (
@@ -889,43 +940,62 @@ BEGIN
   -- earlier task of the batch conflicts on any of its resources), the tasks,
   -- their queue rows and one idle worker woken per ready task.
   WITH e AS MATERIALIZED (
-    SELECT x.i, x.t->>'name' AS name, coalesce(x.t->'args', '[]') AS args,
-           coalesce(x.t->'kwargs', '{}') AS kwargs,
-           ARRAY(SELECT DISTINCT r FROM jsonb_array_elements_text(
-                   coalesce(x.t->'exclusive_resources', '[]')) r ORDER BY r) AS ex,
-           ARRAY(SELECT DISTINCT r FROM jsonb_array_elements_text(
-                   coalesce(x.t->'shared_resources', '[]')) r
-                  WHERE NOT coalesce(x.t->'exclusive_resources', '[]') ? r ORDER BY r) AS sh,
-           coalesce((x.t->>'immediate')::boolean, false) AS immediate,
-           (x.t->>'task_group')::uuid AS task_group, (x.t->>'parent_task')::uuid AS parent_task,
-           nullif(x.t->>'logging_cid', '') AS logging_cid
-      FROM jsonb_array_elements(p_tasks) WITH ORDINALITY x (t, i)
-     ORDER BY x.i),
+    -- Normalised as dispatch_task does: sorted, distinct, a name in both
+    -- lists exclusive. A list of at most one name (and no shared names
+    -- beside an exclusive one) is already so.
+    SELECT j.i, j.name, coalesce(j.args, '[]') AS args, coalesce(j.kwargs, '{}') AS kwargs,
+           CASE WHEN coalesce(cardinality(j.exclusive_resources), 0) = 0 THEN '{}'::text[]
+                WHEN cardinality(j.exclusive_resources) = 1 THEN j.exclusive_resources
+                ELSE ARRAY(SELECT DISTINCT r FROM unnest(j.exclusive_resources) r ORDER BY r)
+           END AS ex,
+           CASE WHEN coalesce(cardinality(j.shared_resources), 0) = 0 THEN '{}'::text[]
+                WHEN cardinality(j.shared_resources) = 1
+                     AND coalesce(cardinality(j.exclusive_resources), 0) = 0 THEN j.shared_resources
+                ELSE ARRAY(SELECT DISTINCT r FROM unnest(j.shared_resources) r
+                            WHERE r <> ALL (coalesce(j.exclusive_resources, '{}')) ORDER BY r)
+           END AS sh,
+           coalesce(j.immediate, false) AS immediate, j.task_group, j.parent_task,
+           nullif(j.logging_cid, '') AS logging_cid
+      FROM ROWS FROM (jsonb_to_recordset(p_tasks)
+                        AS (name text, args jsonb, kwargs jsonb, exclusive_resources text[],
+                            shared_resources text[], immediate boolean, task_group uuid,
+                            parent_task uuid, logging_cid text)) WITH ORDINALITY
+             AS j (name, args, kwargs, exclusive_resources, shared_resources, immediate,
+                   task_group, parent_task, logging_cid, i)
+     ORDER BY j.i),
   s AS MATERIALIZED (
     -- nextval in array order: the rows of e come sorted.
     SELECT e.*, nextval('taskmill.task_seq') AS seq, clock_timestamp() AS at,
            gen_random_uuid() AS rnd
       FROM e),
   q AS MATERIALIZED (
-    SELECT s.i, s.seq, x.r, x.o <= cardinality(s.ex) AS x
-      FROM s, unnest(s.ex || s.sh) WITH ORDINALITY x (r, o)),
+    -- The queue rows; the two lists are disjoint.
+    SELECT z.i, z.seq, z.r, z.r = ANY (z.ex) AS x
+      FROM (SELECT s.i, s.seq, s.ex, unnest(s.ex || s.sh) AS r FROM s) z),
+  pr AS MATERIALIZED (
+    -- Earlier queue rows on the batch's resources, one index scan: every
+    -- visible row on them is earlier than the batch (their dispatches hold
+    -- or held our locks before us, so they committed before our snapshot,
+    -- or ran earlier in this transaction).
+    SELECT tr.resource, bool_or(tr.exclusive) AS exclusive
+      FROM taskmill.task_resource tr
+     WHERE tr.resource = ANY (ARRAY(SELECT DISTINCT q.r FROM q))
+     GROUP BY tr.resource),
   w AS (
-    SELECT q.i, q.seq, q.r, q.x,
+    SELECT q.i, q.x, q.r,
            bool_or(q.x) OVER p AS earlier_exclusive, count(*) OVER p AS earlier
       FROM q
     WINDOW p AS (PARTITION BY q.r ORDER BY q.seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)),
   b AS MATERIALIZED (
-    SELECT w.i FROM w
+    SELECT DISTINCT w.i FROM w LEFT JOIN pr ON pr.resource = w.r
      WHERE coalesce(w.earlier_exclusive, false) OR (w.x AND w.earlier > 0)
-        OR EXISTS (SELECT 1 FROM taskmill.task_resource tr
-                    WHERE tr.resource = w.r AND tr.seq < w.seq AND (tr.exclusive OR w.x))
-     GROUP BY w.i),
+        OR pr.exclusive OR (w.x AND pr.resource IS NOT NULL)),
   k AS MATERIALIZED (
-    SELECT s.*, NOT EXISTS (SELECT 1 FROM b WHERE b.i = s.i) AS ready,
+    SELECT s.*, b.i IS NULL AS ready,
            -- A time-ordered uuid, as in dispatch_task.
            (lpad(to_hex((date_part('epoch', s.at) * 1000)::bigint), 12, '0') || '7'
             || substr(replace(s.rnd::text, '-', ''), 14))::uuid AS id
-      FROM s),
+      FROM s LEFT JOIN b ON b.i = s.i),
   t AS (
     INSERT INTO taskmill.task (id, seq, name, args, kwargs, exclusive_resources, shared_resources,
                                state, created_at, unblocked_at, immediate, deferred, parent_task,

@@ -324,6 +324,101 @@ TEST_F(DispatchManyTest, AFinishWaitsForAnOpenLargeBatchAndThenUnblocksIt) {
   EXPECT_TRUE(IsReady(conn_, ids->back()));
 }
 
+// A name repeated within an element, within both lists of one element and
+// across elements: stored normalised exactly as a single dispatch stores it
+// (sorted, distinct, a name in both lists exclusive), and queued as the
+// same dispatches one by one would be.
+TEST_F(DispatchManyTest, RepeatedResourcesAreNormalisedAsSingleDispatchesAreAndQueueInOrder) {
+  auto ids = Batch({Noop({"b", "a", "b"}, {"a", "c", "c"}), Noop({"c"}, {"c"}),
+                    Noop({}, {"d", "d"}), Noop({}, {"d"}), Noop({"d", "d"})});
+  auto single = store::DispatchTask(conn_, Noop({"b", "a", "b"}, {"a", "c", "c"}), std::nullopt,
+                                    DeadlineIn(kTimeout));
+  ASSERT_TRUE(single.ok());
+  auto lists = [&](const std::string& id) {
+    auto res = conn_.Exec(
+        "SELECT exclusive_resources::text, shared_resources::text FROM taskmill.task WHERE id = $1",
+        pg::Params().Add(id), DeadlineIn(kTimeout));
+    return res.GetString(0, 0) + " " + res.GetString(0, 1);
+  };
+  EXPECT_EQ(lists(ids[0]), "{a,b} {c}");
+  EXPECT_EQ(lists(single->id), "{a,b} {c}");
+  EXPECT_EQ(lists(ids[1]), "{c} {}");
+  EXPECT_EQ(lists(ids[2]), "{} {d}");
+  EXPECT_EQ(lists(ids[4]), "{d} {}");
+  // One queue row per distinct resource of each task.
+  EXPECT_EQ(Count("SELECT count(*) FROM taskmill.task_resource"), 3 + 1 + 1 + 1 + 1 + 3);
+  EXPECT_TRUE(IsReady(conn_, ids[0]));
+  EXPECT_FALSE(IsReady(conn_, ids[1]));  // c: exclusive behind the shared holder in ids[0]
+  EXPECT_TRUE(IsReady(conn_, ids[2]));   // d shared
+  EXPECT_TRUE(IsReady(conn_, ids[3]));   // d shared beside it
+  EXPECT_FALSE(IsReady(conn_, ids[4]));  // d exclusive behind both
+}
+
+// A batch behind a running task and behind committed queue rows: shared
+// after a running shared holder runs, exclusive waits; an exclusive running
+// task blocks every later user of its resource in the batch; unrelated tasks
+// in the same batch are free. Finishing the running task moves the queue on
+// in order.
+TEST_F(DispatchManyTest, ABatchBehindARunningTaskQueuesBehindIt) {
+  auto first = Batch({Noop({"R"}), Noop({}, {"S"})});
+  for (int i = 0; i < 2; ++i) {
+    auto c = store::Claim(conn_, app_, false, DeadlineIn(kTimeout));
+    ASSERT_TRUE(c.ok() && *c);
+  }
+  auto ids = Batch({Noop({"R"}), Noop({}, {"R"}), Noop({"free"}), Noop({}, {"S"}), Noop({"S"}),
+                    Noop({}, {"S"})});
+  EXPECT_FALSE(IsReady(conn_, ids[0]));
+  EXPECT_FALSE(IsReady(conn_, ids[1]));
+  EXPECT_TRUE(IsReady(conn_, ids[2]));
+  EXPECT_TRUE(IsReady(conn_, ids[3]));   // shared beside the running shared holder
+  EXPECT_FALSE(IsReady(conn_, ids[4]));  // exclusive behind it
+  EXPECT_FALSE(IsReady(conn_, ids[5]));  // and no overtaking of that one
+
+  ASSERT_TRUE(store::FinishTask(conn_, first[0], app_, TaskState::kCompleted, nullptr, nullptr,
+                                DeadlineIn(kTimeout)));
+  store::ProcessReleases(conn_, DeadlineIn(kTimeout));
+  EXPECT_TRUE(IsReady(conn_, ids[0]));
+  EXPECT_FALSE(IsReady(conn_, ids[1]));  // shared behind the now ready exclusive one
+}
+
+// Names the quick check of the batch cannot tell from bad ones (a backslash
+// or a quote, lists longer than 516 bytes of JSON text) are
+// accepted and stored as given; a control character that JSON does not
+// escape (DEL) is still refused with the element's index.
+TEST_F(DispatchManyTest, NamesNearTheLimitsAreJudgedExactly) {
+  std::string backslash = "a\\b\"c";
+  std::string long_name(300, 'n');
+  std::string max_name(512, 'm');
+  std::string multibyte;
+  for (int i = 0; i < 170; ++i) multibyte += "\xc3\xa9";  // 340 bytes, 170 characters
+  auto ids = Batch({Noop({backslash}), Noop({long_name}), Noop({max_name}),
+                    Noop({long_name + "-1", long_name + "-2"}, {multibyte})});
+  ASSERT_EQ(ids.size(), 4u);
+  auto stored = [&](const std::string& id) {
+    return conn_
+        .Exec("SELECT exclusive_resources[1] FROM taskmill.task WHERE id = $1",
+              pg::Params().Add(id), DeadlineIn(kTimeout))
+        .GetString(0, 0);
+  };
+  EXPECT_EQ(stored(ids[0]), backslash);
+  EXPECT_EQ(stored(ids[1]), long_name);
+  EXPECT_EQ(stored(ids[2]), max_name);
+  EXPECT_EQ(Count("SELECT count(*) FROM taskmill.task_resource"), 6);
+
+  auto del = store::DispatchMany(conn_, {Noop({"ok"}), Noop({"x\x7fy"})}, DeadlineIn(kTimeout));
+  ASSERT_FALSE(del.ok());
+  EXPECT_EQ(del.error().message.rfind("tasks[1]: resource name contains a control character", 0),
+            0u)
+      << del.error().message;
+  auto nested = store::DispatchManyJson(
+      conn_,
+      nlohmann::json::parse(R"([{"name": "taskmill.noop", "exclusive_resources": [["A"]]}])"),
+      DeadlineIn(kTimeout));
+  ASSERT_FALSE(nested.ok());
+  EXPECT_EQ(nested.error().message, "tasks[0]: resources must be flat lists of names");
+  EXPECT_EQ(Count("SELECT count(*) FROM taskmill.task"), 4);
+}
+
 TEST_F(DispatchManyTest, SqlDoorRunsInTheCallersTransaction) {
   conn_.Exec("BEGIN", DeadlineIn(kTimeout));
   auto res = conn_.Exec(
