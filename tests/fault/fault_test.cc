@@ -330,6 +330,9 @@ TEST_F(FaultTest, SigtermFinishesSigintAbortsAfterGraceSecondSigintAtOnce) {
   workers_[d].Signal(SIGINT);
   ASSERT_TRUE(WaitFinal(t4, 20s));
   EXPECT_EQ(Get(t4).error["reason"], "Aborted during worker shutdown.");
+  status = workers_[d].Wait(DeadlineIn(20s));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(ExitCodeOf(*status), 0);
   EXPECT_EQ(Scalar("SELECT count(*) FROM taskmill.app"), 0);
 }
 
