@@ -50,6 +50,9 @@ constexpr auto kSuperviseTick = milliseconds(200);
 // Idle workers space their polls so that the idle fleet as a whole polls
 // about this many times per poll_interval.
 constexpr int kFleetPollsPerInterval = 8;
+// An outcome waits at most this long for others to share its commit, and
+// only while other slots are still running: a lone task is not slowed down.
+constexpr auto kOutcomeLinger = std::chrono::milliseconds(2);
 
 std::string Hostname() {
   char buf[256] = {0};
@@ -191,6 +194,14 @@ class Worker::Impl {
   void Fenced(const std::string& why);
   void Wait();
 
+  // Pending outcomes go out now: nothing else runs that could join them, or
+  // the oldest has waited kOutcomeLinger, or we are stopping.
+  bool OutcomesDue() const {
+    if (pending_.empty()) return false;
+    bool company_possible = false;
+    for (const auto& s : slots_) company_possible |= !s->sup.fenced;
+    return !company_possible || stopping() || Clock::now() >= first_pending_at_ + kOutcomeLinger;
+  }
   int free_slots() const { return options_.concurrency - static_cast<int>(slots_.size()); }
   std::vector<std::string> OwnedTaskIds() const;
   Clock::duration PollDelay() {
@@ -225,6 +236,7 @@ class Worker::Impl {
 
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<PendingOutcome> pending_;
+  Deadline first_pending_at_{};  // when the oldest of pending_ finished
   // A task thread that would not stop was left running at shutdown: the
   // process must exit without deregistering, so that its task keeps its
   // resources until the janitor finds this process gone.
@@ -540,6 +552,7 @@ void Worker::Impl::CollectFinished() {
       } else {
         out = s.child ? s.child->outcome() : s.thread->outcome();
       }
+      if (pending_.empty()) first_pending_at_ = Clock::now();
       PendingOutcome p;
       p.outcome = {s.task.id, out.state, std::move(out.result), std::move(out.error)};
       p.task_name = s.task.name;
@@ -587,6 +600,7 @@ void Worker::Impl::Start(Task task) {
     }
   } catch (const std::system_error& e) {
     spdlog::error("cannot start task {} ({}): {}", t.id, t.name, e.what());
+    if (pending_.empty()) first_pending_at_ = Clock::now();
     PendingOutcome p;
     p.outcome = {
         t.id,
@@ -605,6 +619,7 @@ void Worker::Impl::WriteAndClaim() {
   bool may_claim = !stopping() && free_slots() > 0;
   bool poll_due = wakeup_pending_ || Clock::now() >= next_poll_;
   if (pending_.empty() && !(may_claim && poll_due)) return;
+  if (!pending_.empty() && !OutcomesDue()) return;
 
   // A busy worker keeps its slots full: every write also claims for every
   // free slot (the finished tasks' slots among them).
@@ -690,7 +705,8 @@ void Worker::Impl::Wait() {
     until = std::min(until, next_heartbeat_);
     if (options_.janitor) until = std::min(until, janitor_.next_round());
     if (!stopping() && free_slots() > 0) until = std::min(until, next_poll_);
-    if (!pending_.empty()) prompt = true;
+    if (OutcomesDue()) until = Clock::now();
+    if (!pending_.empty()) until = std::min(until, first_pending_at_ + kOutcomeLinger);
   }
   if (abort_at_ && stop_ == StopMode::kAbort) until = std::min(until, *abort_at_);
   int timeout = prompt ? 1 : MillisLeft(until);
