@@ -1603,6 +1603,18 @@ CREATE FUNCTION taskmill.heartbeat(p_app uuid) RETURNS boolean
 $$;
 
 --
+-- Name: heartbeat_fleet(uuid); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill.heartbeat_fleet(p_app uuid, OUT alive boolean, OUT idle_processes integer) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  alive := taskmill.heartbeat(p_app);
+  SELECT count(DISTINCT i.app_id)::integer INTO idle_processes FROM taskmill.idle_worker i;
+END $$;
+
+--
 -- Name: horizon_holders(interval); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
@@ -1677,18 +1689,18 @@ BEGIN
 END $$;
 
 --
--- Name: register_app(text, text, text, integer, text, double precision, text[]); Type: FUNCTION; Schema: taskmill; Owner: -
+-- Name: register_app(text, text, text, integer, text, double precision, text[], integer); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
-CREATE FUNCTION taskmill.register_app(p_app_type text, p_name text, p_hostname text, p_pid integer, p_version text, p_ttl_seconds double precision, p_functions text[], OUT id uuid, OUT channel text) RETURNS record
+CREATE FUNCTION taskmill.register_app(p_app_type text, p_name text, p_hostname text, p_pid integer, p_version text, p_ttl_seconds double precision, p_functions text[], p_slots integer DEFAULT 1, OUT id uuid, OUT channel text) RETURNS record
     LANGUAGE plpgsql
     AS $$
 BEGIN
   id := gen_random_uuid();
   channel := 'taskmill_' || replace(id::text, '-', '');
-  INSERT INTO taskmill.app AS a (id, app_type, name, hostname, pid, version, ttl, channel)
+  INSERT INTO taskmill.app AS a (id, app_type, name, hostname, pid, version, ttl, channel, slots)
   VALUES (id, p_app_type, p_name, p_hostname, p_pid, p_version,
-          make_interval(secs => p_ttl_seconds), channel);
+          make_interval(secs => p_ttl_seconds), channel, coalesce(p_slots, 1));
   INSERT INTO taskmill.task_function AS f (name)
   SELECT DISTINCT unnest(coalesce(p_functions, '{}'))
   ON CONFLICT (name) DO UPDATE SET last_seen = clock_timestamp();
@@ -1712,10 +1724,10 @@ CREATE FUNCTION taskmill.report_progress(p_task uuid, p_app uuid, p_report jsonb
 $$;
 
 --
--- Name: requeue_lost(uuid, uuid); Type: FUNCTION; Schema: taskmill; Owner: -
+-- Name: requeue_lost(uuid, uuid[]); Type: FUNCTION; Schema: taskmill; Owner: -
 --
 
-CREATE FUNCTION taskmill.requeue_lost(p_app uuid, p_current uuid) RETURNS integer
+CREATE FUNCTION taskmill.requeue_lost(p_app uuid, p_current uuid[]) RETURNS integer
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     SET enable_seqscan TO 'off'
@@ -1724,18 +1736,34 @@ CREATE FUNCTION taskmill.requeue_lost(p_app uuid, p_current uuid) RETURNS intege
 DECLARE
   v_id uuid;
   n integer := 0;
+  m integer := 0;
 BEGIN
   UPDATE taskmill.task t
      SET state = 'waiting', app_lock = NULL, worker_name = NULL, started_at = NULL
-   WHERE t.app_lock = p_app AND t.state = 'running' AND t.id IS DISTINCT FROM p_current;
+   WHERE t.app_lock = p_app AND t.state = 'running' AND t.id <> ALL (coalesce(p_current, '{}'));
   GET DIAGNOSTICS n = ROW_COUNT;
   FOR v_id IN SELECT t.id FROM taskmill.task t WHERE t.app_lock = p_app AND t.state = 'canceling'
-                 AND t.id IS DISTINCT FROM p_current LOOP
+                 AND t.id <> ALL (coalesce(p_current, '{}')) LOOP
     PERFORM taskmill._finalize(v_id, p_app, ARRAY['canceling'], 'canceled', NULL, NULL);
-    n := n + 1;
+    m := m + 1;
   END LOOP;
-  RETURN n;
+  -- Tasks put back are ready again: someone idle should look.
+  IF n > 0 THEN
+    PERFORM taskmill._wake_idle(n);
+  END IF;
+  RETURN n + m;
 END $$;
+
+--
+-- Name: requeue_lost(uuid, uuid); Type: FUNCTION; Schema: taskmill; Owner: -
+--
+
+CREATE FUNCTION taskmill.requeue_lost(p_app uuid, p_current uuid) RETURNS integer
+    LANGUAGE sql
+    AS $$
+  SELECT taskmill.requeue_lost(p_app, CASE WHEN p_current IS NULL THEN '{}'::uuid[]
+                                           ELSE ARRAY[p_current] END)
+$$;
 
 --
 -- Name: try_lease(text, uuid, double precision); Type: FUNCTION; Schema: taskmill; Owner: -
@@ -1788,7 +1816,9 @@ CREATE TABLE taskmill.app (
     last_heartbeat timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     ttl interval DEFAULT '00:00:30'::interval NOT NULL,
     channel text NOT NULL,
-    CONSTRAINT app_app_type_check CHECK ((app_type = ANY (ARRAY['worker'::text, 'api'::text])))
+    slots integer DEFAULT 1 NOT NULL,
+    CONSTRAINT app_app_type_check CHECK ((app_type = ANY (ARRAY['worker'::text, 'api'::text]))),
+    CONSTRAINT app_slots_check CHECK (((slots >= 1) AND (slots <= 1000)))
 )
 WITH (fillfactor='50', autovacuum_vacuum_scale_factor='0', autovacuum_vacuum_threshold='200', autovacuum_vacuum_cost_delay='0');
 
@@ -1814,7 +1844,12 @@ CREATE VIEW taskmill.app_view AS
            FROM taskmill.task t
           WHERE ((t.app_lock = a.id) AND (t.state = ANY (ARRAY['running'::text, 'canceling'::text])))
           ORDER BY t.seq
-         LIMIT 1) AS current_task
+         LIMIT 1) AS current_task,
+    a.slots,
+    ARRAY( SELECT t.id
+           FROM taskmill.task t
+          WHERE ((t.app_lock = a.id) AND (t.state = ANY (ARRAY['running'::text, 'canceling'::text])))
+          ORDER BY t.seq) AS current_tasks
    FROM taskmill.app a;
 
 --

@@ -82,7 +82,9 @@ struct App {
   std::string last_heartbeat;
   double ttl_seconds = 0;
   bool online = false;
-  std::optional<std::string> current_task;
+  std::optional<std::string> current_task;  // the oldest of current_tasks
+  int slots = 1;                            // tasks it runs at once
+  std::vector<std::string> current_tasks;   // every task it runs, oldest first
 };
 
 nlohmann::json AppToJson(const App& app, std::string_view api_root = "/pulp/api/v3/");

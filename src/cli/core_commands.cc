@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -145,8 +146,13 @@ void AddWorker(CLI::App& app, GlobalOptions& options) {
   auto no_listen = std::make_shared<bool>(false);
   auto no_janitor = std::make_shared<bool>(false);
   cmd->add_option("--name", wo->name, "Worker name (default <pid>@<hostname>)");
+  cmd->add_option("--concurrency", wo->concurrency,
+                  "Tasks this process runs at once (slots); one connection and one heartbeat "
+                  "whatever the number")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   cmd->add_flag("--in-process", wo->in_process,
-                "Run tasks on a thread of the worker instead of a child process each");
+                "Run tasks on threads of the worker instead of a child process each");
   cmd->add_option("--heartbeat-interval", wo->heartbeat_interval, "Seconds between heartbeats")
       ->check(CLI::Range(0.05, 3600.0))
       ->capture_default_str();
@@ -192,6 +198,7 @@ void AddWorker(CLI::App& app, GlobalOptions& options) {
     SetupLogging(options.log_level,
                  o.name.empty() ? fmt::format("worker {}", getpid()) : "worker " + o.name);
     Worker worker(o, *options.registry);
+    WorkerSignals signals(worker);
     int rc = worker.Run();
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
@@ -397,11 +404,13 @@ void AddWorkers(CLI::App& app, GlobalOptions& options) {
       fmt::print("{}\n", arr.dump(2));
       return;
     }
-    fmt::print("{:<36}  {:<28}  {:<7}  {:<27}  {}\n", "ID", "NAME", "ONLINE", "LAST HEARTBEAT",
-               "CURRENT TASK");
+    fmt::print("{:<36}  {:<28}  {:<7}  {:<27}  {:<9}  {}\n", "ID", "NAME", "ONLINE",
+               "LAST HEARTBEAT", "BUSY", "CURRENT TASKS");
     for (const auto& a : apps) {
-      fmt::print("{:<36}  {:<28}  {:<7}  {:<27}  {}\n", a.id, a.name, a.online ? "yes" : "no",
-                 a.last_heartbeat, Cell(a.current_task));
+      std::string tasks = a.current_tasks.empty() ? "-" : fmt::format("{}", fmt::join(a.current_tasks, ","));
+      fmt::print("{:<36}  {:<28}  {:<7}  {:<27}  {:<9}  {}\n", a.id, a.name,
+                 a.online ? "yes" : "no", a.last_heartbeat,
+                 fmt::format("{}/{}", a.current_tasks.size(), a.slots), tasks);
     }
   });
 }
@@ -410,6 +419,7 @@ void AddWorkers(CLI::App& app, GlobalOptions& options) {
 void AddUp(CLI::App& app, GlobalOptions& options) {
   struct UpFlags {
     int workers = 2;
+    int concurrency = 1;
     bool no_api = false;
     std::string api_listen = "127.0.0.1:24817";
     std::vector<std::string> worker_args;
@@ -421,6 +431,9 @@ void AddUp(CLI::App& app, GlobalOptions& options) {
       "schema, workers and the API server, until Ctrl-C");
   cmd->add_option("--workers", f->workers, "Number of worker processes")
       ->check(CLI::Range(0, 256))
+      ->capture_default_str();
+  cmd->add_option("--concurrency", f->concurrency, "Tasks each worker process runs at once")
+      ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_flag("--no-api", f->no_api, "Do not start the API server");
   cmd->add_option("--api-listen", f->api_listen, "Address of the API server")
@@ -476,7 +489,8 @@ void AddUp(CLI::App& app, GlobalOptions& options) {
     std::vector<std::vector<std::string>> specs;
     for (int i = 0; i < f->workers; ++i) {
       specs.push_back({"--log-level", options.log_level, "worker", "--name",
-                       fmt::format("worker-{}@{}", i + 1, getpid())});
+                       fmt::format("worker-{}@{}", i + 1, getpid()), "--concurrency",
+                       std::to_string(f->concurrency)});
     }
     if (!f->no_api)
       specs.push_back({"--log-level", options.log_level, "api", "--listen", f->api_listen});

@@ -70,6 +70,12 @@ nlohmann::json AppToJson(const App& app, std::string_view api_root) {
   j["versions"] = nlohmann::json{{"taskmill", app.version}};
   j["current_task"] = app.current_task ? nlohmann::json(root + "tasks/" + *app.current_task + "/")
                                        : nlohmann::json(nullptr);
+  if (app.app_type == "worker") {
+    nlohmann::json tasks = nlohmann::json::array();
+    for (const auto& id : app.current_tasks) tasks.push_back(root + "tasks/" + id + "/");
+    j["slots"] = {{"total", app.slots}, {"busy", app.current_tasks.size()}};
+    j["current_tasks"] = std::move(tasks);
+  }
   return j;
 }
 

@@ -42,13 +42,19 @@ constexpr pg::Query kListTasks{
 constexpr pg::Query kListApps{
     "list_apps",
     "SELECT id, app_type, name, hostname, pid, version, started_text, heartbeat_text, "
-    "extract(epoch FROM ttl)::float8 AS ttl_seconds, online, current_task "
+    "extract(epoch FROM ttl)::float8 AS ttl_seconds, online, current_task, slots, "
+    "current_tasks "
     "FROM taskmill.app_view WHERE ($1::text IS NULL OR app_type = $1) ORDER BY started_at, name"};
 constexpr pg::Query kRegisterApp{
     "register_app",
     "SELECT id, channel FROM taskmill.register_app($1, $2, $3, $4::integer, $5, $6::float8, "
-    "$7::text[])"};
+    "$7::text[], $8::integer)"};
 constexpr pg::Query kHeartbeat{"heartbeat", "SELECT taskmill.heartbeat($1::uuid)"};
+constexpr pg::Query kHeartbeatFleet{
+    "heartbeat_fleet", "SELECT alive, idle_processes FROM taskmill.heartbeat_fleet($1::uuid)"};
+constexpr pg::Query kCancelingAmong{
+    "canceling_among",
+    "SELECT id FROM taskmill.task WHERE id = ANY ($1::uuid[]) AND state = 'canceling'"};
 constexpr pg::Query kDeregisterApp{"deregister_app", "SELECT taskmill.deregister_app($1::uuid)"};
 constexpr pg::Query kRegisterFunctions{
     "register_functions",
@@ -60,7 +66,7 @@ constexpr pg::Query kTaskStateOf{"task_state_of",
                                  "SELECT state FROM taskmill.task WHERE id = $1::uuid"};
 constexpr pg::Query kProcessReleases{"process_releases", "SELECT taskmill.process_releases()"};
 constexpr pg::Query kRequeueLost{"requeue_lost",
-                                 "SELECT taskmill.requeue_lost($1::uuid, $2::uuid)"};
+                                 "SELECT taskmill.requeue_lost($1::uuid, $2::uuid[])"};
 constexpr pg::Query kUnblockAll{"unblock_all", "SELECT taskmill.unblock_all()"};
 constexpr pg::Query kTryLease{"try_lease", "SELECT taskmill.try_lease($1, $2::uuid, $3::float8)"};
 constexpr pg::Query kDeleteMissingApps{
@@ -197,6 +203,8 @@ App AppFromRow(const pg::ResultSet& res, int row) {
   a.ttl_seconds = res.GetDouble(row, "ttl_seconds");
   a.online = res.GetBool(row, "online");
   a.current_task = res.GetOptional(row, "current_task");
+  a.slots = static_cast<int>(res.GetInt(row, "slots"));
+  a.current_tasks = res.GetTextArray(row, "current_tasks");
   return a;
 }
 
@@ -344,7 +352,8 @@ RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Dead
                            .Add(reg.pid)
                            .Add(TASKMILL_VERSION)
                            .Add(reg.ttl_seconds)
-                           .AddTextArray(reg.functions),
+                           .AddTextArray(reg.functions)
+                           .Add(reg.slots),
                        deadline);
   return RegisteredApp{res.GetString(0, 0), res.GetString(0, 1)};
 }
@@ -352,6 +361,21 @@ RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Dead
 bool Heartbeat(pg::Connection& conn, const std::string& app_id, Deadline deadline) {
   auto res = conn.Exec(kHeartbeat, pg::Params().Add(app_id), deadline);
   return res.GetBool(0, 0);
+}
+
+FleetHeartbeat HeartbeatFleet(pg::Connection& conn, const std::string& app_id,
+                              Deadline deadline) {
+  auto res = conn.Exec(kHeartbeatFleet, pg::Params().Add(app_id), deadline);
+  return FleetHeartbeat{res.GetBool(0, 0), static_cast<int>(res.GetInt(0, 1))};
+}
+
+std::vector<std::string> CancelingAmong(pg::Connection& conn, const std::vector<std::string>& ids,
+                                        Deadline deadline) {
+  std::vector<std::string> out;
+  if (ids.empty()) return out;
+  auto res = conn.Exec(kCancelingAmong, pg::Params().AddTextArray(ids), deadline);
+  for (int i = 0; i < res.rows(); ++i) out.push_back(res.GetString(i, 0));
+  return out;
 }
 
 void DeregisterApp(pg::Connection& conn, const std::string& app_id, Deadline deadline) {
@@ -485,9 +509,10 @@ int ProcessReleases(pg::Connection& conn, Deadline deadline) {
 }
 
 int RequeueLost(pg::Connection& conn, const std::string& app_id,
-                const std::optional<std::string>& current, Deadline deadline) {
+                const std::vector<std::string>& running, Deadline deadline) {
   return static_cast<int>(
-      conn.Exec(kRequeueLost, pg::Params().Add(app_id).Add(current), deadline).GetInt(0, 0));
+      conn.Exec(kRequeueLost, pg::Params().Add(app_id).AddTextArray(running), deadline)
+          .GetInt(0, 0));
 }
 
 int UnblockAll(pg::Connection& conn, Deadline deadline) {

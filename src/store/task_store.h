@@ -101,6 +101,7 @@ struct AppRegistration {
   int pid = 0;
   double ttl_seconds = 30;
   std::vector<std::string> functions;
+  int slots = 1;  // tasks the process runs at once (1-1000)
 };
 struct RegisteredApp {
   std::string id;
@@ -109,6 +110,17 @@ struct RegisteredApp {
 RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Deadline deadline);
 // False if the row is gone: the process was declared dead.
 bool Heartbeat(pg::Connection& conn, const std::string& app_id, Deadline deadline);
+// Heartbeat, plus the number of processes on the idle list (for spacing
+// idle polls by the size of the idle fleet).
+struct FleetHeartbeat {
+  bool alive = false;  // false: the row is gone (declared dead)
+  int idle_processes = 0;
+};
+FleetHeartbeat HeartbeatFleet(pg::Connection& conn, const std::string& app_id, Deadline deadline);
+// Those of `ids` whose state is canceling (one query for every slot's
+// fallback check of a lost cancel notification).
+std::vector<std::string> CancelingAmong(pg::Connection& conn, const std::vector<std::string>& ids,
+                                        Deadline deadline);
 void DeregisterApp(pg::Connection& conn, const std::string& app_id, Deadline deadline);
 // Adds function names to taskmill.task_function (what dispatch accepts).
 void RegisterFunctions(pg::Connection& conn, const std::vector<std::string>& names,
@@ -177,10 +189,11 @@ bool ReportProgress(pg::Connection& conn, const std::string& task_id, const std:
 std::optional<TaskState> TaskStateOf(pg::Connection& conn, const std::string& task_id,
                                      Deadline deadline);
 
-// Puts back in line tasks claimed by `app_id` that it is not running (a
-// claim whose answer was lost to a database fault). Returns how many.
+// Puts back in line tasks claimed by `app_id` that are not among `running`
+// (a claim whose answer was lost to a database fault), and finalises such
+// tasks found canceling. Returns how many.
 int RequeueLost(pg::Connection& conn, const std::string& app_id,
-                const std::optional<std::string>& current, Deadline deadline);
+                const std::vector<std::string>& running, Deadline deadline);
 
 // Unblocks tasks behind released resources; returns how many.
 int ProcessReleases(pg::Connection& conn, Deadline deadline);

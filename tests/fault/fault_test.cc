@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "embedded/local_postgres.h"
 #include "store/migrate.h"
@@ -111,6 +112,8 @@ class FaultTest : public ::testing::Test {
     if (ignore_cancel) k["ignore_cancel"] = true;
     return k;
   }
+
+  void Soak(const std::vector<std::string>& worker_args);
 
   static inline int counter_ = 0;
   std::string db_;
@@ -327,6 +330,9 @@ TEST_F(FaultTest, SigtermFinishesSigintAbortsAfterGraceSecondSigintAtOnce) {
   workers_[d].Signal(SIGINT);
   ASSERT_TRUE(WaitFinal(t4, 20s));
   EXPECT_EQ(Get(t4).error["reason"], "Aborted during worker shutdown.");
+  status = workers_[d].Wait(DeadlineIn(20s));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(ExitCodeOf(*status), 0);
   EXPECT_EQ(Scalar("SELECT count(*) FROM taskmill.app"), 0);
 }
 
@@ -366,8 +372,13 @@ TEST_F(FaultTest, WorkerWaitsForADatabaseThatIsNotThereYet) {
 // 500 tasks on a few contended resources, 4 workers, a random worker killed
 // and restarted every second, PostgreSQL restarted once. Afterwards: every
 // task final, none ran twice, no conflicting tasks overlapped.
-TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
-  for (int i = 0; i < 4; ++i) StartWorker(kFastLiveness);
+// The soak: 500 short tasks on five resources, a worker killed with -9
+// every second and restarted, the database restarted once; then nothing
+// lost, nothing run twice, no overlap, no resource left locked.
+void FaultTest::Soak(const std::vector<std::string>& worker_args) {
+  std::vector<std::string> liveness = kFastLiveness;
+  liveness.insert(liveness.end(), worker_args.begin(), worker_args.end());
+  for (int i = 0; i < 4; ++i) StartWorker(liveness);
   ASSERT_TRUE(WaitOnlineWorkers(4));
   std::mt19937 rng(99);
   const std::vector<std::string> resources = {"a", "b", "c", "d", "e"};
@@ -400,7 +411,7 @@ TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
     ++kills;
     std::vector<std::string> args = {"--database-url", db_, "worker", "--name",
                                      fmt::format("w{}-{}", victim, kills)};
-    args.insert(args.end(), kFastLiveness.begin(), kFastLiveness.end());
+    args.insert(args.end(), liveness.begin(), liveness.end());
     workers_[victim] = testing::StartTestProgram(args, &logs_[victim]);
     if (!restarted && kills == 3) {
       testing::TestServer().Restart(DeadlineIn(120s));
@@ -434,11 +445,96 @@ TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) {
   RecordProperty("kills", kills);
   int64_t final_tasks = Scalar(
       "SELECT count(*) FROM taskmill.task WHERE state IN ('completed', 'failed', 'canceled')");
-  std::cout << "soak: " << kills << " kills, "
+  std::cout << "soak (" << fmt::format("{}", fmt::join(worker_args, " ")) << "): " << kills << " kills, "
             << Scalar("SELECT count(*) FROM taskmill.task WHERE state = 'completed'")
             << " completed, " << Scalar("SELECT count(*) FROM taskmill.task WHERE state = 'failed'")
             << " failed (worker killed), " << 500 - final_tasks << " lost, " << ran_twice
             << " run twice\n";
+}
+
+TEST_F(FaultTest, SoakWithKillsAndADatabaseRestart) { Soak({}); }
+
+TEST_F(FaultTest, SoakWithMultiSlotWorkers) { Soak({"--concurrency", "4"}); }
+
+// A worker killed with -9 while running several tasks: every one of them is
+// failed by the janitor, their children die, the tasks behind them run.
+TEST_F(FaultTest, KillDashNineOfAMultiSlotWorkerFailsEveryTaskItRan) {
+  std::vector<std::string> args = kFastLiveness;
+  args.insert(args.end(), {"--concurrency", "3"});
+  auto a = StartWorker(args);
+  ASSERT_TRUE(WaitOnlineWorkers(1));
+  std::vector<std::string> running, behind;
+  for (int i = 0; i < 3; ++i) running.push_back(Dispatch("test.sleep", Sleep(600), {fmt::format("K{}", i)}));
+  for (const auto& id : running) ASSERT_TRUE(WaitState(id, TaskState::kRunning));
+  for (int i = 0; i < 3; ++i) behind.push_back(Dispatch("test.sleep", Sleep(0), {fmt::format("K{}", i)}));
+  StartWorker(kFastLiveness);
+  ASSERT_TRUE(WaitOnlineWorkers(2));
+  ASSERT_TRUE(WaitFor([&] { return Journal().size() == 3; }, kTimeout));
+  std::vector<int> children;
+  for (const auto& id : running) children.push_back(Journal()[id][0]);
+
+  workers_[a].Signal(SIGKILL);
+  for (const auto& id : running) {
+    ASSERT_TRUE(WaitFinal(id, 20s)) << id;
+    auto t = Get(id);
+    EXPECT_EQ(t.state, TaskState::kFailed);
+    EXPECT_EQ(t.error["reason"], "Worker has gone missing.");
+  }
+  for (const auto& id : behind) EXPECT_TRUE(WaitState(id, TaskState::kCompleted, 20s)) << id;
+  for (int pid : children) EXPECT_TRUE(WaitFor([&] { return ProcessGone(pid); }, 5s)) << pid;
+  for (const auto& id : running) EXPECT_EQ(Journal()[id].size(), 1u);
+}
+
+// SIGSTOP past the ttl, then SIGCONT, of a worker running several tasks: the
+// janitor's verdict stands for every one, the worker kills their children,
+// records nothing, and works on under a new identity.
+TEST_F(FaultTest, StoppedMultiSlotWorkerStopsEveryTaskAndRecordsNothing) {
+  std::vector<std::string> args = kFastLiveness;
+  args.insert(args.end(), {"--concurrency", "3"});
+  auto a = StartWorker(args);
+  ASSERT_TRUE(WaitOnlineWorkers(1));
+  std::vector<std::string> tasks;
+  for (int i = 0; i < 3; ++i) tasks.push_back(Dispatch("test.sleep", Sleep(i == 0 ? 3 : 600), {fmt::format("P{}", i)}));
+  for (const auto& id : tasks) ASSERT_TRUE(WaitState(id, TaskState::kRunning));
+  ASSERT_TRUE(WaitFor([&] { return Journal().size() == 3; }, kTimeout));
+  StartWorker(kFastLiveness);
+  ASSERT_TRUE(WaitOnlineWorkers(2));
+  std::string old_id = Conn().Exec("SELECT id FROM taskmill.app WHERE name = 'w0'",
+                                   DeadlineIn(kTimeout)).GetString(0, 0);
+  workers_[a].Signal(SIGSTOP);
+  std::map<std::string, Task> verdicts;
+  for (const auto& id : tasks) {
+    ASSERT_TRUE(WaitFinal(id, 20s)) << id;
+    verdicts[id] = Get(id);
+    EXPECT_EQ(verdicts[id].error["reason"], "Worker has gone missing.");
+  }
+  // The first task's child finishes its sleep while the worker is frozen.
+  std::this_thread::sleep_for(3s);
+  workers_[a].Signal(SIGCONT);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return Scalar(fmt::format("SELECT count(*) FROM taskmill.app WHERE name = 'w0' AND id <> '{}'",
+                                  old_id)) == 1;
+      },
+      20s))
+      << testing::ReadFile(logs_[a]);
+  for (const auto& run : Journal()) {
+    int pid = run.second[0];
+    EXPECT_TRUE(WaitFor([pid] { return ProcessGone(pid); }, 5s)) << pid;
+  }
+  std::this_thread::sleep_for(1s);
+  for (const auto& id : tasks) {
+    auto after = Get(id);
+    EXPECT_EQ(after.state, TaskState::kFailed);
+    EXPECT_EQ(after.error, verdicts[id].error);
+    EXPECT_EQ(after.finished_at, verdicts[id].finished_at);
+    EXPECT_TRUE(after.result.is_null());
+  }
+  EXPECT_TRUE(workers_[a].running());
+  // The resumed worker still works, with all its slots.
+  std::vector<std::string> more;
+  for (int i = 0; i < 3; ++i) more.push_back(Dispatch("test.sleep", Sleep(1), {fmt::format("P{}", i)}));
+  for (const auto& id : more) EXPECT_TRUE(WaitState(id, TaskState::kCompleted, 20s)) << id;
 }
 
 }  // namespace

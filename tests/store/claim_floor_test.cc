@@ -87,7 +87,7 @@ TEST_F(ClaimFloorTest, TaskPutBackInLineBehindTheFloorIsClaimedAgain) {
   EXPECT_EQ(Claim(), a);
   EXPECT_EQ(Claim(), b);
   // a's claim "was lost": put back in line (RequeueLost), behind the floor.
-  EXPECT_EQ(store::RequeueLost(worker_, app_, b, DeadlineIn(kTimeout)), 1);
+  EXPECT_EQ(store::RequeueLost(worker_, app_, {b}, DeadlineIn(kTimeout)), 1);
   std::string got = Claim();
   if (got.empty()) got = Claim();
   EXPECT_EQ(got, a);
