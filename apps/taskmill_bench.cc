@@ -5,7 +5,7 @@
 //   taskmill-bench e2e      [--workers N] [--in-process] [--tasks N]
 //   taskmill-bench latency  [--tasks N] [--interval-ms MS]
 //   taskmill-bench backlog  [--waiting N]
-//   taskmill-bench idle     [--workers N] [--tasks N] [--interval-ms MS]
+//   taskmill-bench idle     [--workers N] [--tasks N] [--interval-ms MS] [--worker-arg ARG]...
 //   taskmill-bench recovery [--heartbeat-interval S] [--ttl S]
 //   taskmill-bench burndown [--workers N] [--in-process] [--tasks N]
 //                           [--resources fresh|none] [--insert-pipeline D]
@@ -30,6 +30,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -421,18 +422,29 @@ int64_t Transactions(pg::Connection& conn) {
 // Database transactions (each of taskmill's statements is one) per dispatched
 // task with a large idle fleet, and the fleet's idle cost per second.
 int Idle(const Options& o) {
-  fmt::print("idle: {} idle workers; {} tasks, one every {} ms; counting server transactions\n",
-             o.workers, o.tasks, o.interval_ms);
+  std::string worker_args = fmt::format("{}", fmt::join(o.worker_args, " "));
+  fmt::print(
+      "idle: {} idle workers ({}); {} tasks, one every {} ms; counting server transactions\n",
+      o.workers, worker_args.empty() ? "defaults" : worker_args, o.tasks, o.interval_ms);
   auto log = Log(o);
-  auto rec = log.Begin(
-      "idle", {{"workers", o.workers}, {"tasks", o.tasks}, {"interval_ms", o.interval_ms}});
-  std::vector<double> per_task, idle_rate;
+  auto rec = log.Begin("idle", {{"workers", o.workers},
+                                {"tasks", o.tasks},
+                                {"interval_ms", o.interval_ms},
+                                {"worker_args", worker_args}});
+  std::vector<double> per_task, idle_rate, xids_rate, connections, pickup;
   for (int r = 0; r < o.runs; ++r) {
     Database db(o);
     auto conn = db.Connect();
-    auto workers = StartWorkers(db, o.workers, false);
+    auto workers = StartWorkers(db, o.workers, false, o.worker_args);
     WaitForWorkers(conn, o.workers, true);
     std::this_thread::sleep_for(std::chrono::seconds(2));
+    // Transaction ids: the snapshot's xmax moves only when one is assigned,
+    // and reading it assigns none.
+    auto xmax = [&] {
+      return conn.Exec("SELECT txid_snapshot_xmax(txid_current_snapshot())", DeadlineIn(kTimeout))
+          .GetInt(0, 0);
+    };
+    int64_t x0 = xmax();
     int64_t t0 = Transactions(conn);
     std::string lsn0 =
         conn.Exec("SELECT pg_current_wal_lsn()::text", DeadlineIn(kTimeout)).GetString(0, 0);
@@ -443,6 +455,11 @@ int Idle(const Options& o) {
     int64_t t1 = Transactions(conn);
     // Our own two statistics reads are in there; negligible.
     double idle_per_s = static_cast<double>(t1 - t0) / 11.5;
+    double xids_per_s = static_cast<double>(xmax() - x0) / 10.0;
+    double conns = conn.Exec("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                             "current_database() AND pid <> pg_backend_pid()",
+                             DeadlineIn(kTimeout))
+                       .GetDouble(0, 0);
     auto start = Clock::now();
     for (int i = 0; i < o.tasks; ++i) {
       conn.Exec(kDispatchSql, DeadlineIn(kTimeout));
@@ -455,20 +472,38 @@ int Idle(const Options& o) {
     double background = idle_per_s * elapsed;
     per_task.push_back((total - background) / o.tasks);
     idle_rate.push_back(idle_per_s);
+    xids_rate.push_back(xids_per_s);
+    connections.push_back(conns);
+    double p50 = conn.Exec("SELECT 1000 * extract(epoch FROM percentile_cont(0.5) WITHIN GROUP "
+                           "(ORDER BY started_at - unblocked_at)) FROM taskmill.task",
+                           DeadlineIn(kTimeout))
+                     .GetDouble(0, 0);
+    pickup.push_back(p50);
     fmt::print(
-        "  run {}: idle fleet {:.1f} transactions/s writing {:.0f} bytes of WAL/s; {:.0f} "
-        "transactions during {} tasks ({:.1f} s), {:.2f} per task beyond the idle background\n",
-        r + 1, idle_per_s, wal / 10.0, total, o.tasks, elapsed, per_task.back());
+        "  run {}: idle fleet {:.1f} transactions/s, {:.2f} transaction ids/s, {:.0f} "
+        "connections, {:.0f} bytes of WAL/s; {:.0f} transactions during {} tasks ({:.1f} s), "
+        "{:.2f} per task beyond the idle background; pickup p50 {:.2f} ms\n",
+        r + 1, idle_per_s, xids_per_s, conns, wal / 10.0, total, o.tasks, elapsed,
+        per_task.back(), p50);
     rec.Run({{"transactions_per_task", per_task.back()},
              {"idle_transactions_per_s", idle_per_s},
+             {"idle_xids_per_s", xids_per_s},
+             {"connections", conns},
+             {"pickup_p50_ms", p50},
              {"idle_wal_bytes_per_s", wal / 10.0}});
     for (auto& w : workers) w.Signal(SIGTERM);
     for (auto& w : workers) w.Stop(DeadlineIn(std::chrono::seconds(10)));
   }
-  fmt::print("median: {:.2f} transactions per task, idle fleet {:.1f} transactions/s\n",
-             Median(per_task), Median(idle_rate));
+  fmt::print(
+      "median: {:.2f} transactions per task, idle fleet {:.1f} transactions/s, {:.2f} "
+      "transaction ids/s, {:.0f} connections, pickup p50 {:.2f} ms\n",
+      Median(per_task), Median(idle_rate), Median(xids_rate), Median(connections),
+      Median(pickup));
   rec.Median({{"transactions_per_task", Median(per_task)},
-              {"idle_transactions_per_s", Median(idle_rate)}});
+              {"idle_transactions_per_s", Median(idle_rate)},
+              {"idle_xids_per_s", Median(xids_rate)},
+              {"connections", Median(connections)},
+              {"pickup_p50_ms", Median(pickup)}});
   return 0;
 }
 
@@ -773,6 +808,7 @@ int main(int argc, char** argv) {
   idle->add_option("--workers", o.workers)->capture_default_str();
   idle->add_option("--tasks", o.tasks)->capture_default_str();
   idle->add_option("--interval-ms", o.interval_ms)->capture_default_str();
+  idle->add_option("--worker-arg", o.worker_args, "Passed on to `taskmill worker`");
   auto* recovery = app.add_subcommand("recovery", "Recovery time after kill -9 of a worker");
   recovery->add_option("--heartbeat-interval", o.heartbeat_interval)->capture_default_str();
   recovery->add_option("--ttl", o.ttl)->capture_default_str();
