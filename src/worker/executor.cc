@@ -2,10 +2,12 @@
 
 #include <cxxabi.h>
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -98,32 +100,89 @@ Outcome TimedOut(const Task& task, double seconds) {
   return out;
 }
 
+struct ThreadPool::State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> jobs;  // under mu
+  int running = 0;                         // under mu
+  bool stop = false;                       // under mu
+  int event_fd = -1;
+  ~State() {
+    if (event_fd >= 0) close(event_fd);
+  }
+};
+
+ThreadPool::ThreadPool(int threads) : state_(std::make_shared<State>()) {
+  state_->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (state_->event_fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([st = state_] {
+      std::unique_lock<std::mutex> lock(st->mu);
+      for (;;) {
+        st->cv.wait(lock, [&] { return st->stop || !st->jobs.empty(); });
+        if (st->jobs.empty()) return;  // stopping
+        auto job = std::move(st->jobs.front());
+        st->jobs.pop_front();
+        ++st->running;
+        lock.unlock();
+        job();
+        job = nullptr;
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = write(st->event_fd, &one, sizeof(one));
+        lock.lock();
+        --st->running;
+      }
+    });
+  }
+}
+
+ThreadPool::~ThreadPool() {
+  bool busy;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->stop = true;
+    busy = state_->running > 0 || !state_->jobs.empty();
+  }
+  state_->cv.notify_all();
+  for (auto& t : threads_) {
+    if (busy) {
+      t.detach();
+    } else {
+      t.join();
+    }
+  }
+}
+
+void ThreadPool::Submit(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->jobs.push_back(std::move(job));
+  }
+  state_->cv.notify_one();
+}
+
+int ThreadPool::wake_fd() const { return state_->event_fd; }
+
+void ThreadPool::ClearWake() {
+  uint64_t v;
+  [[maybe_unused]] ssize_t n = read(state_->event_fd, &v, sizeof(v));
+}
+
 struct ThreadRun::Shared {
-  Shared(const TaskFunction* found, Task t) : task(std::move(t)) {
+  // With `own_pipe`, a pipe of its own tells that the function returned
+  // (else the pool's eventfd does).
+  Shared(const TaskFunction* found, Task t, bool own_pipe) : task(std::move(t)) {
     if (found != nullptr) fn = *found;
-    if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+    if (own_pipe && pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) {
       throw std::system_error(errno, std::generic_category(), "pipe");
     }
   }
   ~Shared() {
-    close(wake[0]);
-    close(wake[1]);
+    if (wake[0] >= 0) close(wake[0]);
+    if (wake[1] >= 0) close(wake[1]);
   }
-  std::optional<TaskFunction> fn;  // a copy: the registry may go first
-  const Task task;
-  std::atomic<bool> cancel{false};
-  mutable std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;                               // under mu
-  Outcome outcome;                                 // under mu, final once done
-  std::map<std::string, nlohmann::json> progress;  // under mu
-  int wake[2] = {-1, -1};
-};
-
-ThreadRun::ThreadRun(const TaskRegistry& registry, Task task)
-    : shared_(std::make_shared<Shared>(registry.Find(task.name), std::move(task))) {
-  // The thread holds its own reference: it touches only the block.
-  thread_ = std::thread([s = shared_] {
+  // Runs the function and publishes its outcome; on whichever thread.
+  static void Run(const std::shared_ptr<Shared>& s) {
     ProgressSink sink = [raw = s.get()](const nlohmann::json& report) {
       std::lock_guard<std::mutex> lock(raw->mu);
       raw->progress[report.value("code", "")] = report;
@@ -135,9 +194,33 @@ ThreadRun::ThreadRun(const TaskRegistry& registry, Task task)
       s->done = true;
     }
     s->cv.notify_all();
-    char b = 1;
-    [[maybe_unused]] ssize_t n = write(s->wake[1], &b, 1);
-  });
+    if (s->wake[1] >= 0) {
+      char b = 1;
+      [[maybe_unused]] ssize_t n = write(s->wake[1], &b, 1);
+    }
+  }
+  std::optional<TaskFunction> fn;  // a copy: the registry may go first
+  const Task task;
+  std::atomic<bool> cancel{false};
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;                               // under mu
+  Outcome outcome;                                 // under mu, final once done
+  std::map<std::string, nlohmann::json> progress;  // under mu
+  int wake[2] = {-1, -1};
+  int pool_fd = -1;  // with a pool: its eventfd
+};
+
+ThreadRun::ThreadRun(const TaskRegistry& registry, Task task)
+    : shared_(std::make_shared<Shared>(registry.Find(task.name), std::move(task), true)) {
+  // The thread holds its own reference: it touches only the block.
+  thread_ = std::thread([s = shared_] { Shared::Run(s); });
+}
+
+ThreadRun::ThreadRun(const TaskRegistry& registry, Task task, ThreadPool& pool)
+    : shared_(std::make_shared<Shared>(registry.Find(task.name), std::move(task), false)) {
+  shared_->pool_fd = pool.wake_fd();
+  pool.Submit([s = shared_] { Shared::Run(s); });
 }
 
 ThreadRun::~ThreadRun() {
@@ -163,7 +246,9 @@ bool ThreadRun::Wait(Deadline until) {
   return shared_->cv.wait_until(lock, until, [&] { return shared_->done; });
 }
 
-int ThreadRun::wake_fd() const { return shared_->wake[0]; }
+int ThreadRun::wake_fd() const {
+  return shared_->pool_fd >= 0 ? shared_->pool_fd : shared_->wake[0];
+}
 
 std::map<std::string, nlohmann::json> ThreadRun::TakeProgress() {
   std::lock_guard<std::mutex> lock(shared_->mu);

@@ -131,6 +131,7 @@ class Worker::Impl {
     if (pipe2(wake_pipe_, O_CLOEXEC | O_NONBLOCK) != 0) {
       throw std::system_error(errno, std::generic_category(), "worker wake-up pipe");
     }
+    if (options_.in_process) pool_ = std::make_unique<worker::ThreadPool>(options_.concurrency);
   }
   ~Impl() {
     close(wake_pipe_[0]);
@@ -234,6 +235,7 @@ class Worker::Impl {
   Deadline next_reconnect_{};
   worker::Backoff reconnect_backoff_{0.1, 5.0};
 
+  std::unique_ptr<worker::ThreadPool> pool_;  // with in_process: one thread per slot
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<PendingOutcome> pending_;
   Deadline first_pending_at_{};  // when the oldest of pending_ finished
@@ -594,7 +596,10 @@ void Worker::Impl::Start(Task task) {
   bool on_thread = options_.in_process || (t.immediate && fn_options && fn_options->inline_ok);
   try {
     if (on_thread) {
-      slot->thread = std::make_unique<worker::ThreadRun>(registry_, t);
+      // In-process slots share a pool of threads; an immediate task of a
+      // child-process worker gets a thread of its own.
+      slot->thread = pool_ ? std::make_unique<worker::ThreadRun>(registry_, t, *pool_)
+                           : std::make_unique<worker::ThreadRun>(registry_, t);
     } else {
       slot->child = std::make_unique<worker::ChildRun>(registry_, t);
     }
@@ -683,6 +688,7 @@ void Worker::Impl::Wait() {
   std::vector<pollfd> fds;
   fds.push_back({wake_pipe_[0], POLLIN, 0});
   if (listener_.ok()) fds.push_back({listener_.socket(), POLLIN, 0});
+  if (pool_) fds.push_back({pool_->wake_fd(), POLLIN, 0});
   Deadline until = Clock::now() + std::chrono::seconds(60);
   bool prompt = false;
   for (const auto& s : slots_) {
@@ -692,7 +698,7 @@ void Worker::Impl::Wait() {
       if (s->child->needs_prompt_poll()) prompt = true;
     } else {
       if (s->thread->done()) prompt = true;
-      fds.push_back({s->thread->wake_fd(), POLLIN, 0});
+      if (!pool_) fds.push_back({s->thread->wake_fd(), POLLIN, 0});
     }
     if (s->sup.kill_at) until = std::min(until, *s->sup.kill_at);
     if (s->sup.time_limit && !s->sup.timed_out) until = std::min(until, *s->sup.time_limit);
@@ -712,6 +718,8 @@ void Worker::Impl::Wait() {
   int timeout = prompt ? 1 : MillisLeft(until);
   int rc = poll(fds.data(), fds.size(), timeout);
   if (rc < 0 && errno != EINTR) throw std::system_error(errno, std::generic_category(), "poll");
+  // Which jobs ended is read from each slot's done(), not from the counter.
+  if (pool_) pool_->ClearWake();
 }
 
 // --- the loop -------------------------------------------------------------------

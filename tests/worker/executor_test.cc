@@ -4,7 +4,11 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <thread>
+
+#include <poll.h>
 
 #include "worker/executor.h"
 
@@ -93,6 +97,79 @@ TEST(ThreadRunTest, TimedOutSaysWhichTaskAndHowLong) {
   EXPECT_EQ(out.error["description"],
             "Immediate task 01a23300-0000-7000-8000-000000000001 (type: late) timed out after "
             "0.5 seconds.");
+}
+
+// In-process slots run on a pool: as many threads as slots, each task on
+// one of them at the same time as the others, and one descriptor that wakes
+// the owner when any has returned.
+TEST(ThreadPoolTest, RunsTasksTogetherAndWakesTheOwner) {
+  TaskRegistry registry;
+  std::atomic<int> inside{0};
+  std::atomic<int> most{0};
+  std::set<std::thread::id> threads;
+  std::mutex mu;
+  registry.Register("pool.meet", [&](const nlohmann::json&, const nlohmann::json&, TaskContext&) {
+    int now = ++inside;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      threads.insert(std::this_thread::get_id());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    --inside;
+    return nlohmann::json(1);
+  });
+  worker::ThreadPool pool(3);
+  pollfd idle{pool.wake_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&idle, 1, 0), 0);
+  std::vector<std::unique_ptr<worker::ThreadRun>> runs;
+  for (int i = 0; i < 3; ++i) {
+    Task t;
+    t.id = "pool-" + std::to_string(i);
+    t.name = "pool.meet";
+    runs.push_back(std::make_unique<worker::ThreadRun>(registry, t, pool));
+    EXPECT_EQ(runs.back()->wake_fd(), pool.wake_fd());
+  }
+  for (auto& r : runs) ASSERT_TRUE(r->Wait(DeadlineIn(std::chrono::seconds(10))));
+  pollfd woke{pool.wake_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&woke, 1, 1000), 1);
+  pool.ClearWake();
+  EXPECT_EQ(poll(&woke, 1, 0), 0);
+  EXPECT_EQ(most.load(), 3);
+  EXPECT_EQ(threads.size(), 3u);
+  for (auto& r : runs) EXPECT_EQ(r->outcome().state, TaskState::kCompleted);
+  // Threads are reused, not created per task.
+  Task again;
+  again.id = "pool-again";
+  again.name = "pool.meet";
+  worker::ThreadRun more(registry, again, pool);
+  ASSERT_TRUE(more.Wait(DeadlineIn(std::chrono::seconds(10))));
+  EXPECT_EQ(threads.size(), 3u);
+}
+
+// A pool whose task will not stop does not hang its owner's exit.
+TEST(ThreadPoolTest, DestroyingAPoolWithAStubbornTaskDoesNotWaitForIt) {
+  auto registry = std::make_unique<TaskRegistry>();
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  registry->Register("pool.stuck",
+                     [release](const nlohmann::json&, const nlohmann::json&, TaskContext&) {
+                       while (!release->load())
+                         std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                       return nlohmann::json(nullptr);
+                     });
+  Task t;
+  t.id = "stuck";
+  t.name = "pool.stuck";
+  auto start = Clock::now();
+  {
+    auto pool = std::make_unique<worker::ThreadPool>(1);
+    auto run = std::make_unique<worker::ThreadRun>(*registry, t, *pool);
+    run.reset();
+    pool.reset();
+  }
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+  release->store(true);
 }
 
 TEST(RegistryTest, BuiltinsAreInlineSafeAndShipNoCrashOrFileWriting) {
