@@ -5,12 +5,12 @@
 // (CreateTestDatabase), so cases never see each other's tables.
 //
 // Two ways to get it:
-// - Under ctest, each case is its own ctest entry and process, and the cases
-//   of a program share one server: the ctest fixture <part>.server runs
+// - Under ctest, each case is its own ctest entry and process, and all cases
+//   share one server: the ctest fixture test-server runs
 //   `taskmill-test-postgres start STATE` first (StartSharedServer) and
 //   `... stop STATE` last (StopSharedServer), and every case has
-//   $TASKMILL_TEST_SERVER=STATE. TestServer() then uses that server and
-//   leaves it running when the process exits.
+//   $TASKMILL_TEST_SERVER=STATE (tests/CMakeLists.txt). TestServer() then
+//   uses that server and leaves it running when the process exits.
 // - Otherwise (a test program run by hand, or one that restarts or kills its
 //   server, like the fault suite), TestServer() starts a server of its own on
 //   first use and stops and removes it when the program exits.

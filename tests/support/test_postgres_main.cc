@@ -1,5 +1,5 @@
-// build/taskmill-test-postgres: the PostgreSQL server that the cases
-// of one test program share under ctest (the fixture of tests/CMakeLists.txt).
+// build/taskmill-test-postgres: the PostgreSQL server that the test cases
+// share under ctest (the fixture test-server of tests/CMakeLists.txt).
 //
 //   taskmill-test-postgres start STATE   starts a throwaway server, writes
 //                                        its directory to the file STATE
