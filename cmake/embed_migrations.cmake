@@ -1,7 +1,6 @@
 # Writes a C++ source defining the migrations as (version, name, sql) triples.
-# Invoked with -DOUT=<file> -DSOURCES="<a.sql;b.sql>".
-separate_arguments(SOURCES)
-string(REPLACE " " ";" SOURCES "${SOURCES}")
+# Invoked with -DOUT=<file> "-DSOURCES=<a.sql;b.sql>" (a CMake list, so a
+# path may hold spaces).
 set(body "// Generated from migrations/*.sql by cmake/embed_migrations.cmake.\n")
 string(APPEND body "#include \"store/migrations_data.h\"\n\nnamespace taskmill::store {\n")
 string(APPEND body "const std::vector<EmbeddedMigration>& EmbeddedMigrations() {\n")

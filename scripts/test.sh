@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: install what is missing, build, and run the
-# whole suite. Each test program starts and removes its own PostgreSQL.
+# whole suite. The test cases share one throwaway PostgreSQL that
+# ctest starts and removes (tests/CMakeLists.txt).
 # Extra arguments go to ctest (e.g. -L fault, -R store).
 set -euo pipefail
 cd "$(dirname "$0")/.."

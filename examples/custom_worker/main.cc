@@ -1,5 +1,8 @@
-// A user's own worker program: the taskmill command line with two functions
-// of its own besides the built-ins.
+// A user's own worker program: the worker-side taskmill command line
+// (taskmill/main.h: migrate, worker, dispatch, tasks, workers) with two
+// functions of its own besides the built-ins. It links taskmill::client
+// only, not the HTTP server; a program whose API server should run its own
+// immediate tasks calls taskmill::RunServerMain (taskmill/server_main.h).
 //
 //   build/examples/custom_worker/my-taskmill migrate
 //   build/examples/custom_worker/my-taskmill worker

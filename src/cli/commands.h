@@ -25,9 +25,12 @@ struct GlobalOptions {
 // give one.
 Result<std::string> ResolveDatabaseUrl(const GlobalOptions& options);
 
-// migrate, worker, dispatch, tasks, workers, up
+// migrate, worker, dispatch, tasks, workers: every program's (RunMain).
 void AddCoreCommands(CLI::App& app, GlobalOptions& options);
-// api, bench ingest (src/api)
+// up: starts this program's `worker` and `api`, so only a program with the
+// api subcommand has it (RunServerMain).
+void AddUp(CLI::App& app, GlobalOptions& options);
+// api, bench ingest (api_commands.cc; RunServerMain).
 void AddApiCommands(CLI::App& app, GlobalOptions& options);
 
 // Sets up spdlog: level from the string, a pattern with time and process.

@@ -1,4 +1,5 @@
-// The core subcommands: migrate, worker, dispatch, tasks, workers, up.
+// The worker-side subcommands (migrate, worker, dispatch, tasks, workers)
+// and `up`, which only the whole command line (RunServerMain) adds.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -415,6 +416,8 @@ void AddWorkers(CLI::App& app, GlobalOptions& options) {
   });
 }
 
+}  // namespace
+
 // `taskmill up`: the whole system on one machine, until Ctrl-C.
 void AddUp(CLI::App& app, GlobalOptions& options) {
   struct UpFlags {
@@ -522,8 +525,6 @@ void AddUp(CLI::App& app, GlobalOptions& options) {
   });
 }
 
-}  // namespace
-
 Result<std::string> ResolveDatabaseUrl(const GlobalOptions& options) {
   if (!options.database_url.empty()) return options.database_url;
   if (const char* env = std::getenv("TASKMILL_DATABASE_URL"); env != nullptr && *env != '\0') {
@@ -549,7 +550,6 @@ void AddCoreCommands(CLI::App& app, GlobalOptions& options) {
   AddDispatch(app, options);
   AddTasks(app, options);
   AddWorkers(app, options);
-  AddUp(app, options);
 }
 
 }  // namespace taskmill::cli

@@ -5,13 +5,12 @@
 
 #include <spdlog/spdlog.h>
 
-#include "cli/commands.h"
 #include "pg/connection.h"
 #include "taskmill/main.h"
 
 namespace taskmill::cli {
 
-int RunCli(int argc, char** argv, TaskRegistry& registry) {
+int RunCli(int argc, char** argv, TaskRegistry& registry, std::span<const AddCommandsFn> more) {
   CLI::App app{"taskmill: a distributed task system on PostgreSQL", "taskmill"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("taskmill ") + TASKMILL_VERSION);
@@ -35,7 +34,7 @@ int RunCli(int argc, char** argv, TaskRegistry& registry) {
       ->trigger_on_parse();
   app.fallthrough();
   AddCoreCommands(app, options);
-  AddApiCommands(app, options);
+  for (AddCommandsFn add : more) add(app, options);
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {

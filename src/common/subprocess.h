@@ -61,6 +61,10 @@ class Subprocess {
   // SIGTERM, wait until the deadline, then SIGKILL and reap. Returns the
   // wait status.
   int Stop(Deadline deadline, int first_signal = 15);
+  // Gives the child up: this object forgets it, so its destructor neither
+  // kills nor reaps it (a process meant to outlive this one, which its new
+  // parent, init, reaps).
+  void Release() { pid_ = -1; }
 
  private:
   pid_t pid_ = -1;

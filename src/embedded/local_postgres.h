@@ -78,6 +78,10 @@ class LocalPostgres {
   // Promotes a standby to primary (pg_ctl promote -w): returns once it
   // accepts writes.
   void Promote(Deadline deadline);
+  // Gives up ownership: the server keeps running after this object goes
+  // (Stop() and the destructor then do nothing). For a server that another
+  // process started and will stop (the shared server of a test program).
+  void Detach() { owned_ = false; }
   bool running() const { return running_; }
   const std::filesystem::path& data_dir() const { return options_.data_dir; }
   const std::filesystem::path& socket_dir() const { return options_.socket_dir; }

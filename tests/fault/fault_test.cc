@@ -72,27 +72,19 @@ class FaultTest : public ::testing::Test {
   std::string Dispatch(const std::string& name, nlohmann::json kwargs,
                        std::vector<std::string> exclusive, std::vector<std::string> shared = {},
                        std::optional<std::string> group = std::nullopt) {
-    DispatchRequest req;
-    req.name = name;
-    req.kwargs = std::move(kwargs);
-    req.exclusive_resources = std::move(exclusive);
-    req.shared_resources = std::move(shared);
+    auto req = testing::Request(name, std::move(kwargs), std::move(exclusive), std::move(shared));
     req.task_group = group;
-    auto out = store::DispatchTask(Conn(), req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(Conn(), req);
   }
 
-  Task Get(const std::string& id) { return *store::GetTask(Conn(), id, DeadlineIn(kTimeout)); }
+  Task Get(const std::string& id) { return testing::GetTask(Conn(), id); }
   bool WaitState(const std::string& id, TaskState s, std::chrono::milliseconds limit = 30s) {
-    return WaitFor([&] { return Get(id).state == s; }, limit);
+    return testing::WaitForState(Conn(), id, s, limit);
   }
   bool WaitFinal(const std::string& id, std::chrono::milliseconds limit = 30s) {
-    return WaitFor([&] { return IsFinal(Get(id).state); }, limit);
+    return testing::WaitForFinal(Conn(), id, limit);
   }
-  int64_t Scalar(const std::string& sql) {
-    return Conn().Exec(sql, DeadlineIn(kTimeout)).GetInt(0, 0);
-  }
+  int64_t Scalar(const std::string& sql) { return testing::QueryInt(Conn(), sql); }
   bool WaitOnlineWorkers(int n) {
     return WaitFor([&] { return Scalar("SELECT count(*) FROM taskmill.app") >= n; }, kTimeout);
   }

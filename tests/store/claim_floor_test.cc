@@ -30,12 +30,8 @@ class ClaimFloorTest : public ::testing::Test {
   }
 
   std::string Dispatch(pg::Connection& conn, std::vector<std::string> exclusive) {
-    DispatchRequest req;
-    req.name = "taskmill.noop";
-    req.exclusive_resources = std::move(exclusive);
-    auto out = store::DispatchTask(conn, req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(
+        conn, testing::Request("taskmill.noop", nlohmann::json::object(), std::move(exclusive)));
   }
 
   // The worker's claim, as a worker makes it (going idle if nothing).

@@ -32,13 +32,8 @@ class OrderingTest : public ::testing::Test {
   }
 
   std::string Dispatch(std::vector<std::string> exclusive, std::vector<std::string> shared = {}) {
-    DispatchRequest req;
-    req.name = "taskmill.noop";
-    req.exclusive_resources = std::move(exclusive);
-    req.shared_resources = std::move(shared);
-    auto out = store::DispatchTask(conn_, req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(conn_, testing::Request("taskmill.noop", nlohmann::json::object(),
+                                                         std::move(exclusive), std::move(shared)));
   }
 
   // Ids of waiting tasks that are ready (unblocked), in seq order.

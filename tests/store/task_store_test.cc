@@ -32,12 +32,8 @@ class TaskStoreTest : public ::testing::Test {
   }
 
   std::string Dispatch(const std::string& resource) {
-    DispatchRequest req;
-    req.name = "taskmill.noop";
-    req.exclusive_resources = {resource};
-    auto out = store::DispatchTask(conn_, req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(
+        conn_, testing::Request("taskmill.noop", nlohmann::json::object(), {resource}));
   }
 
   pg::Connection conn_;

@@ -30,6 +30,44 @@ pg::Connection Connect(const std::string& conninfo) {
   return pg::Connection::Open(conninfo, DeadlineIn(std::chrono::seconds(10)));
 }
 
+DispatchRequest Request(const std::string& name, nlohmann::json kwargs,
+                        std::vector<std::string> exclusive, std::vector<std::string> shared) {
+  DispatchRequest req;
+  req.name = name;
+  req.kwargs = std::move(kwargs);
+  req.exclusive_resources = std::move(exclusive);
+  req.shared_resources = std::move(shared);
+  return req;
+}
+
+std::string DispatchTask(pg::Connection& conn, const DispatchRequest& request) {
+  auto out = store::DispatchTask(conn, request, std::nullopt, DeadlineIn(std::chrono::seconds(30)));
+  if (!out.ok()) {
+    ADD_FAILURE() << "dispatch of " << request.name << " refused: " << out.error().message;
+    return "";
+  }
+  return out->id;
+}
+
+Task GetTask(pg::Connection& conn, const std::string& id) {
+  auto task = store::GetTask(conn, id, DeadlineIn(std::chrono::seconds(30)));
+  if (!task.ok()) throw std::runtime_error("task " + id + ": " + task.error().message);
+  return *task;
+}
+
+bool WaitForState(pg::Connection& conn, const std::string& id, TaskState state,
+                  std::chrono::milliseconds limit) {
+  return WaitFor([&] { return GetTask(conn, id).state == state; }, limit);
+}
+
+bool WaitForFinal(pg::Connection& conn, const std::string& id, std::chrono::milliseconds limit) {
+  return WaitFor([&] { return IsFinal(GetTask(conn, id).state); }, limit);
+}
+
+int64_t QueryInt(pg::Connection& conn, const std::string& sql) {
+  return conn.Exec(sql, DeadlineIn(std::chrono::seconds(30))).GetInt(0, 0);
+}
+
 std::string MigratedTestDatabase() {
   std::string conninfo = CreateTestDatabase();
   auto conn = Connect(conninfo);

@@ -10,8 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/subprocess.h"
 #include "pg/connection.h"
+#include "taskmill/dispatch.h"
+#include "taskmill/task.h"
 
 namespace taskmill::testing {
 
@@ -20,6 +24,30 @@ namespace taskmill::testing {
 std::string MigratedTestDatabase();
 
 pg::Connection Connect(const std::string& conninfo);
+
+// A request for `name` with these kwargs and exclusive and shared resources.
+DispatchRequest Request(const std::string& name, nlohmann::json kwargs = nlohmann::json::object(),
+                        std::vector<std::string> exclusive = {},
+                        std::vector<std::string> shared = {});
+
+// Dispatches through the store (not immediately run here); returns the
+// task's id, or "" after recording a test failure with the store's message
+// if the dispatch was refused.
+std::string DispatchTask(pg::Connection& conn, const DispatchRequest& request);
+
+// The task as the store reads it; throws std::runtime_error (which fails
+// the test) if the store cannot read it.
+Task GetTask(pg::Connection& conn, const std::string& id);
+
+// Poll the task until it is in state `state` (or in a final state), or
+// until `limit` passes; false then.
+bool WaitForState(pg::Connection& conn, const std::string& id, TaskState state,
+                  std::chrono::milliseconds limit = std::chrono::seconds(30));
+bool WaitForFinal(pg::Connection& conn, const std::string& id,
+                  std::chrono::milliseconds limit = std::chrono::seconds(30));
+
+// The integer in the first column of the first row of `sql`'s answer.
+int64_t QueryInt(pg::Connection& conn, const std::string& sql);
 
 // Starts `taskmill <args...>` (the binary under test); its output goes to a
 // log file whose path is returned in `log_path`.

@@ -48,18 +48,13 @@ class MisbehavingTaskTest : public ::testing::Test {
 
   std::string Dispatch(const std::string& name, nlohmann::json kwargs,
                        std::vector<std::string> exclusive, bool immediate = false) {
-    DispatchRequest req;
-    req.name = name;
-    req.kwargs = std::move(kwargs);
-    req.exclusive_resources = std::move(exclusive);
+    auto req = testing::Request(name, std::move(kwargs), std::move(exclusive));
     req.immediate = immediate;
-    auto out = store::DispatchTask(conn_, req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(conn_, req);
   }
-  Task Get(const std::string& id) { return *store::GetTask(conn_, id, DeadlineIn(kTimeout)); }
+  Task Get(const std::string& id) { return testing::GetTask(conn_, id); }
   bool WaitFinal(const std::string& id, std::chrono::milliseconds limit = kTimeout) {
-    return WaitFor([&] { return IsFinal(Get(id).state); }, limit);
+    return testing::WaitForFinal(conn_, id, limit);
   }
   // Microseconds since the epoch of a task timestamp, from the database.
   int64_t Micros(const std::string& id, const std::string& column) {

@@ -42,26 +42,19 @@ class WorkerTest : public ::testing::Test {
 
   std::string Dispatch(const std::string& name, nlohmann::json kwargs,
                        std::vector<std::string> exclusive, std::vector<std::string> shared = {}) {
-    DispatchRequest req;
-    req.name = name;
-    req.kwargs = std::move(kwargs);
-    req.exclusive_resources = std::move(exclusive);
-    req.shared_resources = std::move(shared);
-    auto out = store::DispatchTask(conn_, req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(
+        conn_, testing::Request(name, std::move(kwargs), std::move(exclusive), std::move(shared)));
   }
 
   int64_t Count(const std::string& where) {
-    return conn_.Exec("SELECT count(*) FROM taskmill.task WHERE " + where, DeadlineIn(kTimeout))
-        .GetInt(0, 0);
+    return testing::QueryInt(conn_, "SELECT count(*) FROM taskmill.task WHERE " + where);
   }
 
-  Task Get(const std::string& id) { return *store::GetTask(conn_, id, DeadlineIn(kTimeout)); }
+  Task Get(const std::string& id) { return testing::GetTask(conn_, id); }
 
   bool WaitFinal(const std::string& id,
                  std::chrono::milliseconds limit = std::chrono::seconds(30)) {
-    return WaitFor([&] { return IsFinal(Get(id).state); }, limit);
+    return testing::WaitForFinal(conn_, id, limit);
   }
 
   std::string db_;
