@@ -882,7 +882,7 @@ int Worker::Impl::Run() {
       // A task claimed but not started is given up: after a reconnect it is
       // put back in line (RequeueLost), and running it too would run it twice.
       next.reset();
-      if (e.sqlstate() == "TM410") {
+      if (store::IsFenced(e)) {
         // Declared dead between two of our calls: rejoin under a new identity.
         spdlog::error("{}; rejoining as a new worker", e.what());
         Rejoin();
