@@ -215,9 +215,9 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
     } else if (key == "task_group" || key == "parent_task") {
       auto id = UuidFromRef(value);
       if (!id) return Bad(fmt::format("{} must be a task group href or uuid", key));
-      search.IdIs(key == "task_group" ? store::TaskIdField::kTaskGroup
-                                      : store::TaskIdField::kParentTask,
-                  *id);
+      search.IdIs(
+          key == "task_group" ? store::TaskIdField::kTaskGroup : store::TaskIdField::kParentTask,
+          *id);
     } else if (key == "reserved_resources" || key == "reserved_resources__in") {
       for (const auto& r :
            key == "reserved_resources" ? std::vector<std::string>{value} : SplitComma(value)) {

@@ -71,8 +71,8 @@ Result<int> CancelGroup(pg::Connection& conn, const std::string& group_id, Deadl
 
 std::optional<TaskState> FinishAndRelease(pg::Connection& conn, const std::string& task_id,
                                           const std::string& app_id, TaskState state,
-                                          const nlohmann::json& result,
-                                          const nlohmann::json& error, Deadline deadline) {
+                                          const nlohmann::json& result, const nlohmann::json& error,
+                                          Deadline deadline) {
   auto final_state = store::FinishTask(conn, task_id, app_id, state, result, error, deadline);
   // Only after the finish committed can the tasks queued behind it be judged
   // free.
@@ -99,16 +99,15 @@ Result<int64_t> Purge(pg::Connection& conn, const PurgeRequest& request, Deadlin
   if (request.states.empty()) {
     return MakeError(ErrorCode::kInvalidArgument, "states must be a list of final states");
   }
-  std::vector<std::string> names;
-  for (auto s : request.states) {
-    if (!IsFinal(s)) {
-      return MakeError(ErrorCode::kInvalidArgument,
-                       fmt::format("\"{}\" is not a final state (completed, failed, canceled)",
-                                   TaskStateName(s)));
+  for (const auto& name : request.states) {
+    auto state = ParseTaskState(name);
+    if (!state || !IsFinal(*state)) {
+      return MakeError(
+          ErrorCode::kInvalidArgument,
+          fmt::format("\"{}\" is not a final state (completed, failed, canceled)", name));
     }
-    names.emplace_back(TaskStateName(s));
   }
-  return store::PurgeTasks(conn, request.finished_before, names, deadline);
+  return store::PurgeTasks(conn, request.finished_before, request.states, deadline);
 }
 
 Status CheckLiveness(double ttl_seconds, double heartbeat_seconds) {

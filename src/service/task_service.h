@@ -81,8 +81,8 @@ int ReleaseAfterFinish(pg::Connection& conn, Deadline deadline);
 // the finish is thrown.
 std::optional<TaskState> FinishAndRelease(pg::Connection& conn, const std::string& task_id,
                                           const std::string& app_id, TaskState state,
-                                          const nlohmann::json& result,
-                                          const nlohmann::json& error, Deadline deadline);
+                                          const nlohmann::json& result, const nlohmann::json& error,
+                                          Deadline deadline);
 
 // The same as one pipeline: one finish per outcome (each its own
 // transaction), then the release. The result of statement i < outcomes.size()
@@ -98,11 +98,13 @@ Status DeleteTask(pg::Connection& conn, const std::string& task_id, Deadline dea
 struct PurgeRequest {
   // timestamptz input (ISO 8601 with a zone); nullopt: 30 days ago.
   std::optional<std::string> finished_before;
-  std::vector<TaskState> states = {TaskState::kCompleted};  // final states only
+  // State names, final states only.
+  std::vector<std::string> states = {"completed"};
 };
 // Deletes the tasks in `request.states` finished before the date; returns
 // how many. kInvalidArgument ("\"running\" is not a final state
-// (completed, failed, canceled)") for an unfinished state, or for no state.
+// (completed, failed, canceled)") for the first name that is not a final
+// state, or for no state; nothing is deleted then.
 Result<int64_t> Purge(pg::Connection& conn, const PurgeRequest& request, Deadline deadline);
 
 // --- process settings --------------------------------------------------------

@@ -6,11 +6,11 @@ namespace taskmill::store {
 
 namespace {
 
-#define TM_APP_COLUMNS                                                                    \
-  "id, app_type, name, hostname, pid, version, started_text, heartbeat_text, "           \
+#define TM_APP_COLUMNS                                                         \
+  "id, app_type, name, hostname, pid, version, started_text, heartbeat_text, " \
   "extract(epoch FROM ttl)::float8 AS ttl_seconds, online, current_task "
 
-#define TM_APP_FILTER                                                                \
+#define TM_APP_FILTER                                                                   \
   "WHERE ($1::text IS NULL OR app_type = $1) AND ($2::boolean IS NULL OR online = $2) " \
   "AND ($3::text IS NULL OR name = $3) "
 

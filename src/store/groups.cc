@@ -10,23 +10,22 @@ namespace taskmill::store {
 
 namespace {
 
-#define TM_GROUP_COUNTS                                                                   \
-  "SELECT g.id, g.description, g.all_tasks_dispatched, g.created_at, "                  \
-  "count(t.id) FILTER (WHERE t.state = 'waiting') AS waiting, "                         \
-  "count(t.id) FILTER (WHERE t.state = 'running') AS running, "                         \
-  "count(t.id) FILTER (WHERE t.state = 'completed') AS completed, "                     \
-  "count(t.id) FILTER (WHERE t.state = 'failed') AS failed, "                           \
-  "count(t.id) FILTER (WHERE t.state = 'canceling') AS canceling, "                     \
-  "count(t.id) FILTER (WHERE t.state = 'canceled') AS canceled "                        \
+#define TM_GROUP_COUNTS                                                \
+  "SELECT g.id, g.description, g.all_tasks_dispatched, g.created_at, " \
+  "count(t.id) FILTER (WHERE t.state = 'waiting') AS waiting, "        \
+  "count(t.id) FILTER (WHERE t.state = 'running') AS running, "        \
+  "count(t.id) FILTER (WHERE t.state = 'completed') AS completed, "    \
+  "count(t.id) FILTER (WHERE t.state = 'failed') AS failed, "          \
+  "count(t.id) FILTER (WHERE t.state = 'canceling') AS canceling, "    \
+  "count(t.id) FILTER (WHERE t.state = 'canceled') AS canceled "       \
   "FROM taskmill.task_group g LEFT JOIN taskmill.task t ON t.task_group = g.id "
 
-constexpr pg::Query kGetGroup{"get_group",
-                              TM_GROUP_COUNTS "WHERE g.id = $1::uuid GROUP BY g.id"};
+constexpr pg::Query kGetGroup{"get_group", TM_GROUP_COUNTS "WHERE g.id = $1::uuid GROUP BY g.id"};
 constexpr pg::Query kCountGroups{"count_groups", "SELECT count(*) FROM taskmill.task_group"};
 constexpr pg::Query kListGroups{
-    "list_groups",
-    TM_GROUP_COUNTS "WHERE g.id IN (SELECT id FROM taskmill.task_group ORDER BY created_at DESC "
-                    "LIMIT $1 OFFSET $2) GROUP BY g.id ORDER BY g.created_at DESC"};
+    "list_groups", TM_GROUP_COUNTS
+    "WHERE g.id IN (SELECT id FROM taskmill.task_group ORDER BY created_at DESC "
+    "LIMIT $1 OFFSET $2) GROUP BY g.id ORDER BY g.created_at DESC"};
 
 #undef TM_GROUP_COUNTS
 

@@ -152,14 +152,14 @@ TaskSearch& TaskSearch::Compare(TaskDateField field, Comparison op, const std::s
   return *this;
 }
 
-TaskSearch& TaskSearch::OrderBy(
-    const std::vector<std::pair<TaskOrderField, bool>>& fields) {
+TaskSearch& TaskSearch::OrderBy(const std::vector<std::pair<TaskOrderField, bool>>& fields) {
   if (fields.empty()) return *this;
   std::vector<std::string> parts;
   for (const auto& [field, desc] : fields) {
     parts.push_back(fmt::format("{} {} NULLS LAST", Column(field), desc ? "DESC" : "ASC"));
   }
-  order_by_ = fmt::format("{}, seq {}", fmt::join(parts, ", "), fields.front().second ? "DESC" : "ASC");
+  order_by_ =
+      fmt::format("{}, seq {}", fmt::join(parts, ", "), fields.front().second ? "DESC" : "ASC");
   return *this;
 }
 
@@ -173,10 +173,9 @@ TaskPage SearchTasks(pg::Connection& conn, const TaskSearch& search, Deadline de
   std::string where = TaskSearchSql::Where(search);
   const pg::Params& params = TaskSearchSql::Params(search);
   TaskPage page;
-  page.count =
-      conn.Exec(fmt::format("SELECT count(*) FROM taskmill.task_view WHERE {}", where), params,
-                deadline)
-          .GetInt(0, 0);
+  page.count = conn.Exec(fmt::format("SELECT count(*) FROM taskmill.task_view WHERE {}", where),
+                         params, deadline)
+                   .GetInt(0, 0);
   auto rows = conn.Exec(fmt::format("SELECT {} FROM taskmill.task_view WHERE {} ORDER BY {} "
                                     "LIMIT {} OFFSET {}",
                                     kTaskColumns, where, TaskSearchSql::OrderBy(search),

@@ -313,9 +313,9 @@ Status DeleteFinishedTask(pg::Connection& conn, const std::string& task_id, Dead
     if (r.IsNull(0, 1)) {
       return MakeError(ErrorCode::kNotFound, fmt::format("task {} not found", task_id));
     }
-    return MakeError(ErrorCode::kConflict,
-                     fmt::format("task {} is {}: only finished tasks can be deleted", task_id,
-                                 r.Get(0, 1)));
+    return MakeError(
+        ErrorCode::kConflict,
+        fmt::format("task {} is {}: only finished tasks can be deleted", task_id, r.Get(0, 1)));
   } catch (const pg::QueryError& e) {
     if (auto mapped = MapSqlError(e)) return *mapped;
     throw;
@@ -537,8 +537,9 @@ pg::Connection::Statement ImmediateNoopDispatchStatement(const std::string& reso
 
 int64_t CountTasksWithCid(pg::Connection& conn, const std::string& cid, bool completed_only,
                           Deadline deadline) {
-  return conn.Exec(completed_only ? kCountCompletedWithCid : kCountTasksWithCid,
-                   pg::Params().Add(cid), deadline)
+  return conn
+      .Exec(completed_only ? kCountCompletedWithCid : kCountTasksWithCid, pg::Params().Add(cid),
+            deadline)
       .GetInt(0, 0);
 }
 
