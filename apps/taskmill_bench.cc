@@ -38,6 +38,7 @@
 #include "common/subprocess.h"
 #include "embedded/local_postgres.h"
 #include "pg/connection.h"
+#include "service/task_service.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
 #include "taskmill/registry.h"
@@ -227,7 +228,7 @@ double DispatchRate(const Database& db, int connections, double seconds, int pip
       while (!stop) {
         if (batch_size > 1) {
           auto tasks = FreshBatch(batch_size, prefix, counter);
-          auto ids = store::DispatchManyJson(conn, tasks, DeadlineIn(kTimeout));
+          auto ids = service::DispatchManyJson(conn, tasks, DeadlineIn(kTimeout));
           if (!ids.ok()) throw std::runtime_error(ids.error().message);
           n += static_cast<int64_t>(ids->size());
         } else if (pipeline <= 1) {

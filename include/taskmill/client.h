@@ -34,6 +34,8 @@ class Client {
   ~Client();
 
   // Creates a task (see include/taskmill/dispatch.h for the contract).
+  // kInvalidArgument for bad input (args not a JSON array, kwargs not a JSON
+  // object, an unknown function, bad resource names); nothing is created.
   Result<DispatchOutcome> Dispatch(const DispatchRequest& request, Deadline deadline);
   // Creates many tasks in one statement and one round trip, with exactly the
   // semantics of calling Dispatch for each in order (see
@@ -45,15 +47,20 @@ class Client {
   // large batches; see migrations/0004_dispatch_many.sql).
   Result<std::vector<std::string>> DispatchMany(const std::vector<DispatchRequest>& requests,
                                                 Deadline deadline);
-  // Cancels a task: returns kCanceled (it was waiting) or kCanceling (its
-  // owner is stopping it). kNotFound for an unknown id, kConflict for a
-  // finished task (nothing changes).
+  // Cancels a task: returns kCanceled (it was waiting; the tasks queued
+  // behind it on its resources are let through before this returns) or
+  // kCanceling (its owner is stopping it). kNotFound for an unknown id,
+  // kInvalidArgument for a malformed one, kConflict for a finished task
+  // (nothing changes).
   Result<TaskState> Cancel(const std::string& task_id, Deadline deadline);
-  // Cancels every unfinished task of a group; returns how many.
+  // Cancels every unfinished task of a group and lets through what queued
+  // behind them; returns how many were canceled or are being canceled.
   Result<int> CancelGroup(const std::string& group_id, Deadline deadline);
   Result<std::string> CreateGroup(const std::string& description, Deadline deadline);
+  // kNotFound for an unknown id, kInvalidArgument for a malformed one.
   Result<Task> Get(const std::string& task_id, Deadline deadline);
-  // Newest first; empty `states` means all states.
+  // Newest first, at most `limit` (<= 0: all); empty `states` means all
+  // states.
   std::vector<Task> List(const std::vector<TaskState>& states, int limit, Deadline deadline);
 
  private:

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cassert>
+#include <cstddef>
+#include <iterator>
 #include <string>
 #include <utility>
 #include <variant>
@@ -23,9 +25,24 @@ enum class ErrorCode {
   kConflict,         // the object exists but is in a state that forbids this
   kUnavailable,      // a resource or the database is busy or away; may succeed later
   kSchemaMismatch,   // the database schema is not the one this program speaks
-  kInternal,         // a bug or an unexpected state; logged with detail
+  // The calling process was declared dead (its app row is gone, SQLSTATE
+  // TM410): it owns no task any more, and nothing was written. It must
+  // register again, under a new id, before it claims, finishes or runs any.
+  kFenced,
+  kInternal,  // a bug or an unexpected state; logged with detail (keep last)
 };
 
+// Every ErrorCode, in declaration order: for tables that must cover them all.
+inline constexpr ErrorCode kAllErrorCodes[] = {
+    ErrorCode::kInvalidArgument, ErrorCode::kNotFound,       ErrorCode::kConflict,
+    ErrorCode::kUnavailable,     ErrorCode::kSchemaMismatch, ErrorCode::kFenced,
+    ErrorCode::kInternal,
+};
+static_assert(std::size(kAllErrorCodes) == static_cast<size_t>(ErrorCode::kInternal) + 1,
+              "kAllErrorCodes must list every ErrorCode");
+
+// A stable lower-case name: "invalid_argument", "not_found", "conflict",
+// "unavailable", "schema_mismatch", "fenced", "internal".
 const char* ErrorCodeName(ErrorCode code);
 
 struct Error {

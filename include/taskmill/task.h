@@ -62,31 +62,4 @@ struct Task {
   std::string logging_cid;
 };
 
-// The Pulp-compatible JSON of a task: pulp_href, pulp_created, state, name,
-// logging_cid, unblocked_at, started_at, finished_at, error, worker,
-// parent_task, task_group, reserved_resources_record (exclusive names plain,
-// shared ones prefixed "shared:"), result, progress_reports, and taskmill's
-// own additions (immediate, deferred, worker_name). Hrefs are under
-// `api_root` (default "/pulp/api/v3/").
-nlohmann::json TaskToJson(const Task& task, std::string_view api_root = "/pulp/api/v3/");
-
-// A process that runs tasks: a worker or an API server.
-struct App {
-  std::string id;
-  std::string app_type;  // "worker" or "api"
-  std::string name;
-  std::string hostname;
-  int pid = 0;
-  std::string version;
-  std::string started_at;
-  std::string last_heartbeat;
-  double ttl_seconds = 0;
-  bool online = false;
-  std::optional<std::string> current_task;  // the oldest of current_tasks
-  int slots = 1;                            // tasks it runs at once
-  std::vector<std::string> current_tasks;   // every task it runs, oldest first
-};
-
-nlohmann::json AppToJson(const App& app, std::string_view api_root = "/pulp/api/v3/");
-
 }  // namespace taskmill

@@ -30,22 +30,27 @@ int Digits(const std::string& s, size_t* pos, size_t n) {
   return v;
 }
 
-const std::map<std::string, std::string> kOrderable = {{"pulp_created", "created_at"},
-                                                       {"name", "name"},
-                                                       {"state", "state"},
-                                                       {"started_at", "started_at"},
-                                                       {"finished_at", "finished_at"},
-                                                       {"unblocked_at", "unblocked_at"},
-                                                       {"pulp_id", "id"},
-                                                       {"logging_cid", "logging_cid"}};
+const std::map<std::string, store::TaskOrderField> kOrderable = {
+    {"pulp_created", store::TaskOrderField::kCreatedAt},
+    {"name", store::TaskOrderField::kName},
+    {"state", store::TaskOrderField::kState},
+    {"started_at", store::TaskOrderField::kStartedAt},
+    {"finished_at", store::TaskOrderField::kFinishedAt},
+    {"unblocked_at", store::TaskOrderField::kUnblockedAt},
+    {"pulp_id", store::TaskOrderField::kId},
+    {"logging_cid", store::TaskOrderField::kLoggingCid}};
 
-const std::map<std::string, std::string> kDateFields = {{"pulp_created", "created_at"},
-                                                        {"started_at", "started_at"},
-                                                        {"finished_at", "finished_at"},
-                                                        {"unblocked_at", "unblocked_at"}};
+const std::map<std::string, store::TaskDateField> kDateFields = {
+    {"pulp_created", store::TaskDateField::kCreatedAt},
+    {"started_at", store::TaskDateField::kStartedAt},
+    {"finished_at", store::TaskDateField::kFinishedAt},
+    {"unblocked_at", store::TaskDateField::kUnblockedAt}};
 
-const std::map<std::string, std::string> kDateOps = {
-    {"gte", ">="}, {"lte", "<="}, {"gt", ">"}, {"lt", "<"}, {"", "="}};
+const std::map<std::string, store::Comparison> kDateOps = {{"gte", store::Comparison::kAtLeast},
+                                                           {"lte", store::Comparison::kAtMost},
+                                                           {"gt", store::Comparison::kAfter},
+                                                           {"lt", store::Comparison::kBefore},
+                                                           {"", store::Comparison::kEqual}};
 
 Error Bad(std::string message) {
   return MakeError(ErrorCode::kInvalidArgument, std::move(message));
@@ -142,16 +147,8 @@ std::optional<std::string> UuidFromRef(const std::string& ref) {
 
 Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
   TaskQuery q;
-  std::vector<std::string> conds;
-  int n = 0;
-  auto param = [&](const std::string& v) {
-    q.params.Add(v);
-    return fmt::format("${}", ++n);
-  };
-  auto param_array = [&](const std::vector<std::string>& v) {
-    q.params.AddTextArray(v);
-    return fmt::format("${}::text[]", ++n);
-  };
+  store::TaskSearch& search = q.search;
+  int limit = 100, offset = 0;
   auto parse_int = [](const std::string& v, int lo, int hi) -> std::optional<int> {
     try {
       size_t used = 0;
@@ -177,65 +174,61 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
     if (key == "limit") {
       auto v = parse_int(value, 1, max_limit);
       if (!v) return Bad(fmt::format("limit must be a whole number from 1 to {}", max_limit));
-      q.limit = *v;
+      limit = *v;
     } else if (key == "offset") {
       auto v = parse_int(value, 0, 1 << 30);
       if (!v) return Bad("offset must be a whole number >= 0");
-      q.offset = *v;
+      offset = *v;
     } else if (key == "ordering") {
-      std::vector<std::string> parts;
+      std::vector<std::pair<store::TaskOrderField, bool>> parts;
       for (const auto& f : SplitComma(value)) {
         bool desc = !f.empty() && f[0] == '-';
         auto it = kOrderable.find(desc ? f.substr(1) : f);
         if (it == kOrderable.end()) return Bad(fmt::format("cannot order by \"{}\"", f));
-        parts.push_back(it->second + (desc ? " DESC NULLS LAST" : " ASC NULLS LAST"));
+        parts.emplace_back(it->second, desc);
       }
       if (parts.empty()) return Bad("ordering needs a field");
-      bool desc = value[0] == '-';
-      q.order_by = fmt::format("{}, seq {}", fmt::join(parts, ", "), desc ? "DESC" : "ASC");
+      search.OrderBy(parts);
     } else if (key == "state") {
       auto st = parse_states(value);
       if (!st.ok()) return st.error();
       if (st->size() != 1) return Bad("state takes one state; use state__in for several");
-      conds.push_back("state = " + param((*st)[0]));
+      search.StateIs((*st)[0]);
     } else if (key == "state__in") {
       auto st = parse_states(value);
       if (!st.ok()) return st.error();
-      conds.push_back("state = ANY (" + param_array(*st) + ")");
+      search.StateIn(*st);
     } else if (key == "state__ne") {
       auto st = parse_states(value);
       if (!st.ok()) return st.error();
-      conds.push_back("state <> ALL (" + param_array(*st) + ")");
+      search.StateNotIn(*st);
     } else if (key == "name") {
-      conds.push_back("name = " + param(value));
+      search.TextIs(store::TaskTextField::kName, value);
     } else if (key == "name__contains") {
-      conds.push_back("strpos(name, " + param(value) + ") > 0");
+      search.TextContains(store::TaskTextField::kName, value);
     } else if (key == "name__in") {
-      conds.push_back("name = ANY (" + param_array(SplitComma(value)) + ")");
+      search.NameIn(SplitComma(value));
     } else if (key == "logging_cid") {
-      conds.push_back("logging_cid = " + param(value));
+      search.TextIs(store::TaskTextField::kLoggingCid, value);
     } else if (key == "logging_cid__contains") {
-      conds.push_back("strpos(logging_cid, " + param(value) + ") > 0");
+      search.TextContains(store::TaskTextField::kLoggingCid, value);
     } else if (key == "task_group" || key == "parent_task") {
       auto id = UuidFromRef(value);
       if (!id) return Bad(fmt::format("{} must be a task group href or uuid", key));
-      conds.push_back(key + " = " + param(*id) + "::uuid");
+      search.IdIs(
+          key == "task_group" ? store::TaskIdField::kTaskGroup : store::TaskIdField::kParentTask,
+          *id);
     } else if (key == "reserved_resources" || key == "reserved_resources__in") {
       for (const auto& r :
            key == "reserved_resources" ? std::vector<std::string>{value} : SplitComma(value)) {
-        std::string p = param(r);
-        conds.push_back(
-            fmt::format("({0} = ANY (exclusive_resources) OR {0} = ANY "
-                        "(shared_resources))",
-                        p));
+        search.HoldsResource(r);
       }
     } else if (key == "exclusive_resources" || key == "exclusive_resources__in") {
-      auto values =
-          key == "exclusive_resources" ? std::vector<std::string>{value} : SplitComma(value);
-      conds.push_back("exclusive_resources @> " + param_array(values));
+      search.HoldsExclusive(key == "exclusive_resources" ? std::vector<std::string>{value}
+                                                         : SplitComma(value));
     } else if (key == "shared_resources" || key == "shared_resources__in") {
-      auto values = key == "shared_resources" ? std::vector<std::string>{value} : SplitComma(value);
-      conds.push_back("shared_resources @> " + param_array(values));
+      search.HoldsShared(key == "shared_resources" ? std::vector<std::string>{value}
+                                                   : SplitComma(value));
     } else if (key == "fields") {
       q.fields = SplitComma(value);
     } else if (key == "exclude_fields") {
@@ -250,7 +243,7 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
       if (value != "null" && !value.empty()) {
         auto id = UuidFromRef(value);
         if (!id) return Bad("worker must be a worker href or uuid");
-        conds.push_back("app_lock = " + param(*id) + "::uuid");
+        search.IdIs(store::TaskIdField::kWorker, *id);
       }
     } else {
       // Date filters: <field>[__gte|__lte|__gt|__lt].
@@ -266,10 +259,10 @@ Result<TaskQuery> ParseTaskQuery(const QueryParams& query, int max_limit) {
       }
       auto date = NormalizeDate(value);
       if (!date) return Bad(fmt::format("{}: \"{}\" is not an ISO 8601 date", key, value));
-      conds.push_back(fmt::format("{} {} {}::timestamptz", df->second, dop->second, param(*date)));
+      search.Compare(df->second, dop->second, *date);
     }
   }
-  if (!conds.empty()) q.where = fmt::format("{}", fmt::join(conds, " AND "));
+  search.Page(limit, offset);
   return q;
 }
 

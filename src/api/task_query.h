@@ -1,8 +1,9 @@
-// TaskQuery: the query string of GET /tasks/ turned into a safe SQL query.
+// TaskQuery: the query string of GET /tasks/ (Pulp's filters) turned into a
+// store::TaskSearch and the shape of the answer.
 //
-// Every filter becomes a condition with a bound parameter; no user text is
-// ever spliced into SQL. Unknown parameters and malformed values are errors
-// (HTTP 400), not silently ignored filters.
+// Each filter becomes a typed condition of the search (the store makes it
+// SQL with bound parameters). Unknown parameters and malformed values are
+// errors (HTTP 400), not silently ignored filters.
 #pragma once
 
 #include <map>
@@ -13,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "pg/connection.h"
+#include "store/task_search.h"
 #include "taskmill/result.h"
 
 namespace taskmill::api {
@@ -21,11 +22,7 @@ namespace taskmill::api {
 using QueryParams = std::multimap<std::string, std::string>;
 
 struct TaskQuery {
-  std::string where = "TRUE";  // conditions on taskmill.task_view
-  pg::Params params;
-  std::string order_by = "created_at DESC, seq DESC";
-  int limit = 100;
-  int offset = 0;
+  store::TaskSearch search;  // the filters, the order and the page (default 100 from 0)
   // Output shaping.
   std::vector<std::string> fields;          // only these keys (empty: all)
   std::vector<std::string> exclude_fields;  // without these keys

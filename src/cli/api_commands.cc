@@ -12,6 +12,8 @@
 
 #include "api/server.h"
 #include "cli/commands.h"
+#include "cli/exit_codes.h"
+#include "service/task_service.h"
 
 namespace taskmill::cli {
 
@@ -25,7 +27,7 @@ std::string Env(const char* name) {
 // A bad setting found at start: the message, and exit code 2.
 [[noreturn]] void Refuse(const std::string& message) {
   std::cerr << "taskmill api: " << message << "\n";
-  throw CLI::RuntimeError(2);
+  throw CLI::RuntimeError(kExitBadInput);
 }
 
 // The secret in a file, without the line end(s) editors add.
@@ -110,7 +112,7 @@ int RunIngestBench(const std::string& url, int timeout, int max_workers, const s
   if (rest.rfind(scheme, 0) == 0) rest = rest.substr(scheme.size());
   if (rest.rfind("https://", 0) == 0) {
     std::cerr << "taskmill bench ingest: only http:// URLs are supported\n";
-    return 2;
+    return kExitBadInput;
   }
   auto slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
@@ -164,9 +166,9 @@ int RunIngestBench(const std::string& url, int timeout, int max_workers, const s
              static_cast<double>(total) / timeout);
   if (failed == max_workers) {
     std::cerr << "taskmill bench ingest: every request failed (see above)\n";
-    return 1;
+    return kExitError;
   }
-  return 0;
+  return kExitOk;
 }
 
 }  // namespace
@@ -255,7 +257,7 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
     auto url = ResolveDatabaseUrl(options);
     if (!url.ok()) {
       std::cerr << "taskmill: " << url.error().message << "\n";
-      throw CLI::RuntimeError(2);
+      throw CLI::RuntimeError(ExitCodeFor(url.error().code));
     }
     api::ApiOptions a = *o;
     a.database_url = *url;
@@ -267,9 +269,9 @@ void AddApiCommands(CLI::App& app, GlobalOptions& options) {
       Refuse("--public-url must start with http:// or https://");
     }
     if (Env("TASKMILL_TEST_ENDPOINTS") == "1") a.test_endpoints = true;
-    if (a.ttl <= a.heartbeat_interval) {
-      std::cerr << "taskmill: --ttl must be longer than --heartbeat-interval\n";
-      throw CLI::RuntimeError(2);
+    if (auto live = service::CheckLiveness(a.ttl, a.heartbeat_interval); !live.ok()) {
+      std::cerr << "taskmill: " << live.error().message << "\n";
+      throw CLI::RuntimeError(ExitCodeFor(live.error().code));
     }
     SetupLogging(options.log_level, "api");
     int rc = api::RunApiServer(a, *options.registry);

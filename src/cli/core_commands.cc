@@ -16,11 +16,14 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "api/pulp_json.h"
 #include "cli/commands.h"
+#include "cli/exit_codes.h"
 #include "common/subprocess.h"
 #include "embedded/local_postgres.h"
 #include "pg/connection.h"
 #include "pg/transaction.h"
+#include "service/task_service.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
 #include "taskmill/worker.h"
@@ -31,34 +34,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Exit codes, documented in README.md.
-constexpr int kExitError = 1;
-constexpr int kExitBadInput = 2;
-constexpr int kExitNotFound = 3;
-constexpr int kExitConflict = 4;
-constexpr int kExitUnavailable = 5;
-
 constexpr auto kCliTimeout = std::chrono::seconds(30);
 
 [[noreturn]] void Fail(int code, const std::string& message) {
   std::cerr << "taskmill: " << message << "\n";
   throw CLI::RuntimeError(code);
-}
-
-int ExitCodeFor(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kInvalidArgument:
-      return kExitBadInput;
-    case ErrorCode::kNotFound:
-      return kExitNotFound;
-    case ErrorCode::kConflict:
-      return kExitConflict;
-    case ErrorCode::kUnavailable:
-    case ErrorCode::kSchemaMismatch:
-      return kExitUnavailable;
-    default:
-      return kExitError;
-  }
 }
 
 [[noreturn]] void Fail(const Error& e) { Fail(ExitCodeFor(e.code), e.message); }
@@ -186,9 +166,8 @@ void AddWorker(CLI::App& app, GlobalOptions& options) {
       ->capture_default_str();
   cmd->add_flag("--burst", wo->burst, "Exit once no task is ready");
   cmd->callback([&options, wo, no_listen, no_janitor] {
-    if (wo->ttl <= wo->heartbeat_interval) {
-      Fail(kExitBadInput, fmt::format("--ttl ({}) must be longer than --heartbeat-interval ({})",
-                                      wo->ttl, wo->heartbeat_interval));
+    if (auto live = service::CheckLiveness(wo->ttl, wo->heartbeat_interval); !live.ok()) {
+      Fail(live.error());
     }
     auto url = ResolveDatabaseUrl(options);
     if (!url.ok()) Fail(url.error());
@@ -243,7 +222,7 @@ void DispatchFile(const GlobalOptions& options, const std::string& path) {
     for (size_t start = 0; start < batch.size(); start += store::kMaxDispatchBatch) {
       size_t end = std::min(batch.size(), start + store::kMaxDispatchBatch);
       nlohmann::json chunk(batch.begin() + start, batch.begin() + end);
-      auto out = store::DispatchManyJson(conn, chunk, deadline);
+      auto out = service::DispatchManyJson(conn, chunk, deadline);
       if (!out.ok()) {
         transaction.Rollback(deadline);
         // "tasks[i]: reason" -> "FILE:LINE: reason"
@@ -298,15 +277,18 @@ void AddDispatch(CLI::App& app, GlobalOptions& options) {
     req.name = f->name;
     req.args = ParseJsonFlag("--args", f->args);
     req.kwargs = ParseJsonFlag("--kwargs", f->kwargs);
-    if (!req.args.is_array()) Fail(kExitBadInput, "--args must be a JSON array");
-    if (!req.kwargs.is_object()) Fail(kExitBadInput, "--kwargs must be a JSON object");
+    // Checked before connecting: bad input is exit 2 even without a database.
+    // The service's message names the field ("args ..."), here a flag.
+    if (auto st = service::CheckDispatchRequest(req); !st.ok()) {
+      Fail(ExitCodeFor(st.error().code), "--" + st.error().message);
+    }
     req.exclusive_resources = f->exclusive;
     req.shared_resources = f->shared;
     if (!f->task_group.empty()) req.task_group = f->task_group;
     req.logging_cid = f->logging_cid;
     auto conn = ConnectOrFail(options);
     try {
-      auto out = store::DispatchTask(conn, req, std::nullopt, DeadlineIn(kCliTimeout));
+      auto out = service::Dispatch(conn, req, std::nullopt, DeadlineIn(kCliTimeout));
       if (!out.ok()) Fail(out.error());
       fmt::print("{}\n", out->id);
     } catch (const pg::Error& e) {
@@ -350,7 +332,7 @@ void AddTasks(CLI::App& app, GlobalOptions& options) {
     auto rows = store::ListTasks(conn, filter, DeadlineIn(kCliTimeout));
     if (lf->json) {
       nlohmann::json arr = nlohmann::json::array();
-      for (const auto& t : rows) arr.push_back(TaskToJson(t));
+      for (const auto& t : rows) arr.push_back(api::TaskToJson(t));
       fmt::print("{}\n", arr.dump(2));
     } else {
       PrintTaskTable(rows);
@@ -366,7 +348,7 @@ void AddTasks(CLI::App& app, GlobalOptions& options) {
     auto conn = ConnectOrFail(options);
     auto t = store::GetTask(conn, *show_id, DeadlineIn(kCliTimeout));
     if (!t.ok()) Fail(t.error());
-    auto j = TaskToJson(*t);
+    auto j = api::TaskToJson(*t);
     if (*show_json) {
       fmt::print("{}\n", j.dump(2));
       return;
@@ -382,10 +364,8 @@ void AddTasks(CLI::App& app, GlobalOptions& options) {
   cancel->add_option("id", *cancel_id, "Task id")->required();
   cancel->callback([&options, cancel_id] {
     auto conn = ConnectOrFail(options);
-    auto st = store::CancelTask(conn, *cancel_id, DeadlineIn(kCliTimeout));
+    auto st = service::Cancel(conn, *cancel_id, DeadlineIn(kCliTimeout));
     if (!st.ok()) Fail(st.error());
-    // Let the tasks behind a canceled waiting task through now.
-    if (*st == TaskState::kCanceled) store::ProcessReleases(conn, DeadlineIn(kCliTimeout));
     fmt::print("{}\n", TaskStateName(*st));
   });
 }
@@ -401,7 +381,7 @@ void AddWorkers(CLI::App& app, GlobalOptions& options) {
     auto apps = store::ListApps(conn, std::string("worker"), DeadlineIn(kCliTimeout));
     if (*json) {
       nlohmann::json arr = nlohmann::json::array();
-      for (const auto& a : apps) arr.push_back(AppToJson(a));
+      for (const auto& a : apps) arr.push_back(api::AppToJson(a));
       fmt::print("{}\n", arr.dump(2));
       return;
     }

@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cli/exit_codes.h"
 #include "pg/connection.h"
 #include "taskmill/main.h"
 
@@ -43,12 +44,12 @@ int RunCli(int argc, char** argv, TaskRegistry& registry, std::span<const AddCom
     int rc = app.exit(e);
     // CLI11 uses 0 for --help and --version, 106/109 etc. for usage errors:
     // one code for all bad usage.
-    return rc == 0 ? 0 : 2;
+    return rc == 0 ? kExitOk : kExitBadInput;
   } catch (const std::exception& e) {
     std::cerr << "taskmill: " << e.what() << "\n";
-    return 1;
+    return kExitError;
   }
-  return 0;
+  return kExitOk;
 }
 
 }  // namespace taskmill::cli

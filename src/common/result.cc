@@ -14,6 +14,8 @@ const char* ErrorCodeName(ErrorCode code) {
       return "unavailable";
     case ErrorCode::kSchemaMismatch:
       return "schema_mismatch";
+    case ErrorCode::kFenced:
+      return "fenced";
     case ErrorCode::kInternal:
       return "internal";
   }

@@ -1,6 +1,7 @@
 #include "taskmill/client.h"
 
 #include "pg/connection.h"
+#include "service/task_service.h"
 #include "store/migrate.h"
 #include "store/task_store.h"
 
@@ -32,28 +33,20 @@ Client& Client::operator=(Client&&) noexcept = default;
 Client::~Client() = default;
 
 Result<DispatchOutcome> Client::Dispatch(const DispatchRequest& request, Deadline deadline) {
-  return store::DispatchTask(impl_->Conn(deadline), request, std::nullopt, deadline);
+  return service::Dispatch(impl_->Conn(deadline), request, std::nullopt, deadline);
 }
 
 Result<std::vector<std::string>> Client::DispatchMany(const std::vector<DispatchRequest>& requests,
                                                       Deadline deadline) {
-  return store::DispatchMany(impl_->Conn(deadline), requests, deadline);
+  return service::DispatchMany(impl_->Conn(deadline), requests, deadline);
 }
 
 Result<TaskState> Client::Cancel(const std::string& task_id, Deadline deadline) {
-  auto& conn = impl_->Conn(deadline);
-  auto state = store::CancelTask(conn, task_id, deadline);
-  // A waiting task released its resources: let the tasks behind it through
-  // now rather than at the next claim of some worker.
-  if (state.ok() && *state == TaskState::kCanceled) store::ProcessReleases(conn, deadline);
-  return state;
+  return service::Cancel(impl_->Conn(deadline), task_id, deadline);
 }
 
 Result<int> Client::CancelGroup(const std::string& group_id, Deadline deadline) {
-  auto& conn = impl_->Conn(deadline);
-  auto n = store::CancelTaskGroup(conn, group_id, deadline);
-  if (n.ok()) store::ProcessReleases(conn, deadline);
-  return n;
+  return service::CancelGroup(impl_->Conn(deadline), group_id, deadline);
 }
 
 Result<std::string> Client::CreateGroup(const std::string& description, Deadline deadline) {

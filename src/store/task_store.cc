@@ -39,12 +39,6 @@ constexpr pg::Query kListTasks{
                   "AND ($3::uuid IS NULL OR task_group = $3::uuid) "
                   "ORDER BY created_at DESC, seq DESC "
                   "LIMIT CASE WHEN $4::bigint < 0 THEN NULL ELSE $4::bigint END OFFSET $5"};
-constexpr pg::Query kListApps{
-    "list_apps",
-    "SELECT id, app_type, name, hostname, pid, version, started_text, heartbeat_text, "
-    "extract(epoch FROM ttl)::float8 AS ttl_seconds, online, current_task, slots, "
-    "current_tasks "
-    "FROM taskmill.app_view WHERE ($1::text IS NULL OR app_type = $1) ORDER BY started_at, name"};
 constexpr pg::Query kRegisterApp{
     "register_app",
     "SELECT id, channel FROM taskmill.register_app($1, $2, $3, $4::integer, $5, $6::float8, "
@@ -109,6 +103,31 @@ constexpr pg::Query kClaimMany{"claim_many",
 constexpr pg::Query kFinishMany{"finish_many", "SELECT taskmill.finish_many($1::uuid, $2::jsonb)"};
 constexpr pg::Query kDispatchMany{"dispatch_many", "SELECT taskmill.dispatch_many($1::jsonb)"};
 
+constexpr pg::Query kDeleteFinishedTask{
+    "delete_finished_task",
+    "WITH d AS (DELETE FROM taskmill.task WHERE id = $1::uuid "
+    "AND state IN ('completed', 'failed', 'canceled') RETURNING 1) "
+    "SELECT (SELECT count(*) FROM d), (SELECT state FROM taskmill.task WHERE id = $1::uuid)"};
+constexpr pg::Query kPurgeTasks{
+    "purge_tasks",
+    "WITH d AS (DELETE FROM taskmill.task WHERE state = ANY ($2::text[]) AND finished_at < "
+    "coalesce($1::timestamptz, now() - interval '30 days') RETURNING 1) SELECT count(*) FROM d"};
+constexpr pg::Query kOwnedTasksOlderThan{
+    "owned_tasks_older_than",
+    "SELECT id FROM taskmill.task WHERE app_lock = $1::uuid AND state IN ('running', "
+    "'canceling') AND started_at < clock_timestamp() - make_interval(secs => $2) LIMIT $3"};
+constexpr pg::Query kCountTasksWithCid{"count_tasks_with_cid",
+                                       "SELECT count(*) FROM taskmill.task WHERE logging_cid = $1"};
+constexpr pg::Query kCountCompletedWithCid{
+    "count_completed_with_cid",
+    "SELECT count(*) FROM taskmill.task WHERE logging_cid = $1 AND state = 'completed'"};
+constexpr const char* kNoopDispatch =
+    "SELECT id FROM taskmill.dispatch_task('taskmill.noop', '[]', '{}', $1::text[], '{}', "
+    "false, true, NULL, NULL, $2)";
+constexpr const char* kImmediateNoopDispatch =
+    "SELECT id, state FROM taskmill.dispatch_task('taskmill.noop', '[]', '{}', $1::text[], "
+    "'{}', true, false, NULL, NULL, $2, $3::uuid)";
+
 constexpr pg::Query kFinish{"finish",
                             "SELECT taskmill.finish($1::uuid, $2::uuid, $3, $4::jsonb, $5::jsonb)"};
 
@@ -149,17 +168,23 @@ TaskState TaskStateFromDb(std::string_view name) {
       name));
 }
 
+// The one place where the SQLSTATEs of our SQL functions become ErrorCodes.
 std::optional<Error> MapSqlError(const pg::Error& e) {
   const std::string& s = e.sqlstate();
   std::string message = e.what();
   if (s == "TM400") return MakeError(ErrorCode::kInvalidArgument, message);
   if (s == "TM404") return MakeError(ErrorCode::kNotFound, message);
   if (s == "TM409") return MakeError(ErrorCode::kConflict, message);
-  if (s == "TM410") return MakeError(ErrorCode::kConflict, message);
+  if (s == "TM410") return MakeError(ErrorCode::kFenced, message);
   // Malformed input the server itself rejected (bad uuid or JSON text).
   if (s == "22P02" || s == "22P05" || s == "22021" || s == "2202E")
     return MakeError(ErrorCode::kInvalidArgument, message);
   return std::nullopt;
+}
+
+bool IsFenced(const pg::Error& e) {
+  auto mapped = MapSqlError(e);
+  return mapped && mapped->code == ErrorCode::kFenced;
 }
 
 Task TaskFromRow(const pg::ResultSet& res, int row) {
@@ -188,24 +213,6 @@ Task TaskFromRow(const pg::ResultSet& res, int row) {
   t.task_group = OptionalColumn(res, row, "task_group");
   t.logging_cid = OptionalColumn(res, row, "logging_cid").value_or("");
   return t;
-}
-
-App AppFromRow(const pg::ResultSet& res, int row) {
-  App a;
-  a.id = res.GetString(row, "id");
-  a.app_type = res.GetString(row, "app_type");
-  a.name = res.GetString(row, "name");
-  a.hostname = res.GetString(row, "hostname");
-  a.pid = static_cast<int>(res.GetInt(row, "pid"));
-  a.version = res.GetString(row, "version");
-  a.started_at = res.GetString(row, "started_text");
-  a.last_heartbeat = res.GetString(row, "heartbeat_text");
-  a.ttl_seconds = res.GetDouble(row, "ttl_seconds");
-  a.online = res.GetBool(row, "online");
-  a.current_task = res.GetOptional(row, "current_task");
-  a.slots = static_cast<int>(res.GetInt(row, "slots"));
-  a.current_tasks = res.GetTextArray(row, "current_tasks");
-  return a;
 }
 
 Result<DispatchOutcome> DispatchTask(pg::Connection& conn, const DispatchRequest& request,
@@ -304,6 +311,29 @@ Result<int> CancelTaskGroup(pg::Connection& conn, const std::string& group_id, D
   }
 }
 
+Status DeleteFinishedTask(pg::Connection& conn, const std::string& task_id, Deadline deadline) {
+  try {
+    auto r = conn.Exec(kDeleteFinishedTask, pg::Params().Add(task_id), deadline);
+    if (r.GetInt(0, 0) == 1) return Status::Ok();
+    if (r.IsNull(0, 1)) {
+      return MakeError(ErrorCode::kNotFound, fmt::format("task {} not found", task_id));
+    }
+    return MakeError(
+        ErrorCode::kConflict,
+        fmt::format("task {} is {}: only finished tasks can be deleted", task_id, r.Get(0, 1)));
+  } catch (const pg::QueryError& e) {
+    if (auto mapped = MapSqlError(e)) return *mapped;
+    throw;
+  }
+}
+
+int64_t PurgeTasks(pg::Connection& conn, const std::optional<std::string>& finished_before,
+                   const std::vector<std::string>& states, Deadline deadline) {
+  pg::Params p;
+  p.Add(finished_before).AddTextArray(states);
+  return conn.Exec(kPurgeTasks, p, deadline).GetInt(0, 0);
+}
+
 Result<std::string> CreateTaskGroup(pg::Connection& conn, const std::string& description,
                                     Deadline deadline) {
   auto res = conn.Exec(kCreateTaskGroup, pg::Params().Add(description), deadline);
@@ -333,14 +363,6 @@ std::vector<Task> ListTasks(pg::Connection& conn, const TaskFilter& filter, Dead
   tasks.reserve(res.rows());
   for (int i = 0; i < res.rows(); ++i) tasks.push_back(TaskFromRow(res, i));
   return tasks;
-}
-
-std::vector<App> ListApps(pg::Connection& conn, const std::optional<std::string>& app_type,
-                          Deadline deadline) {
-  auto res = conn.Exec(kListApps, pg::Params().Add(app_type), deadline);
-  std::vector<App> apps;
-  for (int i = 0; i < res.rows(); ++i) apps.push_back(AppFromRow(res, i));
-  return apps;
 }
 
 RegisteredApp RegisterApp(pg::Connection& conn, const AppRegistration& reg, Deadline deadline) {
@@ -506,6 +528,40 @@ std::optional<TaskState> TaskStateOf(pg::Connection& conn, const std::string& ta
 
 int ProcessReleases(pg::Connection& conn, Deadline deadline) {
   return static_cast<int>(conn.Exec(kProcessReleases, deadline).GetInt(0, 0));
+}
+
+pg::Connection::Statement ProcessReleasesStatement() { return {kProcessReleases.text, {}}; }
+
+std::vector<std::string> OwnedTasksOlderThan(pg::Connection& conn, const std::string& app_id,
+                                             double min_age_seconds, int limit, Deadline deadline) {
+  auto rows = conn.Exec(kOwnedTasksOlderThan,
+                        pg::Params().Add(app_id).Add(min_age_seconds).Add(limit), deadline);
+  std::vector<std::string> ids;
+  for (int i = 0; i < rows.rows(); ++i) ids.push_back(rows.GetString(i, 0));
+  return ids;
+}
+
+pg::Connection::Statement NoopDispatchStatement(const std::string& resource,
+                                                const std::string& cid) {
+  pg::Params p;
+  p.AddTextArray({resource}).Add(cid);
+  return {kNoopDispatch, std::move(p)};
+}
+
+pg::Connection::Statement ImmediateNoopDispatchStatement(const std::string& resource,
+                                                         const std::string& cid,
+                                                         const std::string& app_id) {
+  pg::Params p;
+  p.AddTextArray({resource}).Add(cid).Add(app_id);
+  return {kImmediateNoopDispatch, std::move(p)};
+}
+
+int64_t CountTasksWithCid(pg::Connection& conn, const std::string& cid, bool completed_only,
+                          Deadline deadline) {
+  return conn
+      .Exec(completed_only ? kCountCompletedWithCid : kCountTasksWithCid, pg::Params().Add(cid),
+            deadline)
+      .GetInt(0, 0);
 }
 
 int RequeueLost(pg::Connection& conn, const std::string& app_id,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pg/connection.h"
+#include "store/apps.h"
 #include "taskmill/dispatch.h"
 #include "taskmill/result.h"
 #include "taskmill/task.h"
@@ -21,8 +22,15 @@
 namespace taskmill::store {
 
 // Maps an error raised by one of our SQL functions (SQLSTATE TMxxx) to an
-// Error; returns nullopt for any other error (to be rethrown).
+// Error; returns nullopt for any other error (to be rethrown). TM400
+// kInvalidArgument, TM404 kNotFound, TM409 kConflict, TM410 kFenced (the
+// caller was declared dead); the server's own rejections of malformed
+// values (a bad uuid or JSON text) kInvalidArgument. This is the only place
+// that knows these SQLSTATEs.
 std::optional<Error> MapSqlError(const pg::Error& e);
+// True if `e` says the calling process was declared dead (kFenced), for
+// callers that catch the exception of a statement that does not map it.
+bool IsFenced(const pg::Error& e);
 
 // --- dispatch and cancel --------------------------------------------------
 
@@ -58,6 +66,16 @@ Result<int> CancelTaskGroup(pg::Connection& conn, const std::string& group_id, D
 Result<std::string> CreateTaskGroup(pg::Connection& conn, const std::string& description,
                                     Deadline deadline);
 
+// Deletes a finished task (completed, failed or canceled). kNotFound if
+// there is no such task, kConflict ("task <id> is <state>: only finished
+// tasks can be deleted") if it is unfinished; nothing changes then.
+Status DeleteFinishedTask(pg::Connection& conn, const std::string& task_id, Deadline deadline);
+// Deletes the tasks in one of `states` (state names) that finished before
+// `finished_before` (timestamptz input; nullopt: 30 days ago). Returns how
+// many. The caller checks that `states` are final.
+int64_t PurgeTasks(pg::Connection& conn, const std::optional<std::string>& finished_before,
+                   const std::vector<std::string>& states, Deadline deadline);
+
 // --- reading --------------------------------------------------------------
 
 Result<Task> GetTask(pg::Connection& conn, const std::string& task_id, Deadline deadline);
@@ -72,9 +90,6 @@ struct TaskFilter {
 // Newest first.
 std::vector<Task> ListTasks(pg::Connection& conn, const TaskFilter& filter, Deadline deadline);
 
-std::vector<App> ListApps(pg::Connection& conn, const std::optional<std::string>& app_type,
-                          Deadline deadline);
-
 // The state a task has in the database. Throws DriverError for a name this
 // program does not know (never maps it to some other state).
 TaskState TaskStateFromDb(std::string_view name);
@@ -86,8 +101,6 @@ TaskState TaskStateFromDb(std::string_view name);
 // logging_cid) are then empty; any other missing column, or an unknown
 // state, throws DriverError.
 Task TaskFromRow(const pg::ResultSet& res, int row);
-// From a row of taskmill.app_view with the columns ListApps selects.
-App AppFromRow(const pg::ResultSet& res, int row);
 
 // The column list to select from taskmill.task_view for TaskFromRow.
 extern const char* const kTaskColumns;
@@ -129,8 +142,8 @@ void RegisterFunctions(pg::Connection& conn, const std::vector<std::string>& nam
 // --- worker side ------------------------------------------------------------
 
 // Claims the next ready task (see taskmill.claim). nullopt if none; then, if
-// `idle`, the process is on the idle list. Returns kConflict if `app_id` was
-// declared dead (fenced).
+// `idle`, the process is on the idle list. Returns kFenced if `app_id` was
+// declared dead.
 Result<std::optional<Task>> Claim(pg::Connection& conn, const std::string& app_id, bool idle,
                                   Deadline deadline);
 
@@ -176,8 +189,8 @@ struct FinishAndClaimManyResult {
 // tasks (taskmill.claim_many; none if 0) in ONE transaction and one round
 // trip. The releases of the finished tasks are left for a later
 // transaction. With `idle`, a process left with free slots is put on the
-// idle list. Returns kConflict if `app_id` was declared dead (fenced): then
-// nothing was written. Outcomes are durable when this returns a value.
+// idle list. Returns kFenced if `app_id` was declared dead: then nothing
+// was written. Outcomes are durable when this returns a value.
 Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const std::string& app_id,
                                                     const std::vector<TaskOutcome>& outcomes,
                                                     int claim, bool idle, Deadline deadline);
@@ -197,8 +210,34 @@ int RequeueLost(pg::Connection& conn, const std::string& app_id,
 
 // Unblocks tasks behind released resources; returns how many.
 int ProcessReleases(pg::Connection& conn, Deadline deadline);
+// The statement ProcessReleases runs, for pipelines (after the finishes it
+// follows, each its own transaction).
+pg::Connection::Statement ProcessReleasesStatement();
 // Re-examines every blocked task (worker start).
 int UnblockAll(pg::Connection& conn, Deadline deadline);
+
+// Up to `limit` unfinished tasks owned by `app_id` that started more than
+// `min_age_seconds` ago (an API process's immediate tasks whose outcome it
+// may have lost).
+std::vector<std::string> OwnedTasksOlderThan(pg::Connection& conn, const std::string& app_id,
+                                             double min_age_seconds, int limit, Deadline deadline);
+
+// --- the ingestion endpoints (src/api/ingest.cc) ----------------------------
+
+// A deferred taskmill.noop on `resource` with correlation id `cid`; its
+// result is one row with the column id.
+pg::Connection::Statement NoopDispatchStatement(const std::string& resource,
+                                                const std::string& cid);
+// An immediate, not deferred taskmill.noop on `resource`, owned by (run
+// here by) `app_id` if it can run at once; its result is one row with the
+// columns id and state.
+pg::Connection::Statement ImmediateNoopDispatchStatement(const std::string& resource,
+                                                         const std::string& cid,
+                                                         const std::string& app_id);
+// How many tasks carry correlation id `cid` (only the completed ones if
+// `completed_only`).
+int64_t CountTasksWithCid(pg::Connection& conn, const std::string& cid, bool completed_only,
+                          Deadline deadline);
 
 // --- janitor ----------------------------------------------------------------
 

@@ -641,7 +641,7 @@ void Worker::Impl::WriteAndClaim() {
   auto written = store::FinishAndClaimMany(conn_, app_id_, outcomes, claim,
                                            /*idle=*/!options_.burst, DeadlineIn(kQueryTimeout));
   if (!written.ok()) {
-    if (written.error().code == ErrorCode::kConflict) {
+    if (written.error().code == ErrorCode::kFenced) {
       Fenced(fmt::format("claim refused: {}", written.error().message));
       return;
     }
@@ -779,7 +779,7 @@ int Worker::Impl::RunLoop() {
         }
       }
     } catch (const pg::Error& e) {
-      if (e.sqlstate() == "TM410") {
+      if (store::IsFenced(e)) {
         Fenced(e.what());
         continue;
       }

@@ -482,6 +482,7 @@ TEST(ErrorCodeTest, Names) {
   EXPECT_STREQ(ErrorCodeName(ErrorCode::kConflict), "conflict");
   EXPECT_STREQ(ErrorCodeName(ErrorCode::kUnavailable), "unavailable");
   EXPECT_STREQ(ErrorCodeName(ErrorCode::kSchemaMismatch), "schema_mismatch");
+  EXPECT_STREQ(ErrorCodeName(ErrorCode::kFenced), "fenced");
   EXPECT_STREQ(ErrorCodeName(ErrorCode::kInternal), "internal");
 }
 

@@ -152,7 +152,7 @@ TEST_F(BatchedClaimTest, AFencedWorkerWritesNothing) {
              DeadlineIn(kTimeout));
   auto r = store::FinishAndClaimMany(conn_, app_, Completed(mine), 5, true, DeadlineIn(kTimeout));
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().code, ErrorCode::kConflict);
+  EXPECT_EQ(r.error().code, ErrorCode::kFenced);
   // The outcome went with the rolled-back transaction; the janitor owns it.
   EXPECT_EQ(store::TaskStateOf(conn_, mine[0].id, DeadlineIn(kTimeout)), TaskState::kRunning);
   EXPECT_EQ(Count("SELECT count(*) FROM taskmill.task WHERE state = 'waiting'"), 1);

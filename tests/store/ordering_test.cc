@@ -6,6 +6,7 @@
 #include <random>
 #include <set>
 
+#include "api/pulp_json.h"
 #include "store/task_store.h"
 #include "support/reference_model.h"
 #include "support/taskmill_fixture.h"
@@ -290,7 +291,7 @@ TEST_F(OrderingTest, SqlDispatchInsideCallerTransaction) {
   auto task = store::GetTask(conn_, res2.GetString(0, 0), DeadlineIn(kTimeout));
   ASSERT_TRUE(task.ok());
   EXPECT_EQ(task->exclusive_resources, std::vector<std::string>{"x"});
-  auto json = TaskToJson(*task);
+  auto json = api::TaskToJson(*task);
   EXPECT_EQ(json["reserved_resources_record"], nlohmann::json::array({"x"}));
   EXPECT_EQ(json["state"], "waiting");
   EXPECT_EQ(json["pulp_href"], "/pulp/api/v3/tasks/" + task->id + "/");
