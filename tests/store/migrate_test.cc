@@ -100,7 +100,14 @@ TEST(MigrateTest, UpgradesAVersion1DatabaseWithTasksInFlight) {
   conn.Exec("INSERT INTO taskmill.schema_migrations (version, name) VALUES (1, '0001_init')",
             DeadlineIn(kTimeout));
   store::RegisterFunctions(conn, {"taskmill.noop"}, DeadlineIn(kTimeout));
-  auto app = store::RegisterApp(conn, {"worker", "w", "h", 1, 30, {}}, DeadlineIn(kTimeout));
+  // Registered as that release's worker did (register_app has gained
+  // parameters since).
+  struct {
+    std::string id;
+  } app{conn.Exec("SELECT id FROM taskmill.register_app('worker', 'w', 'h', 1, '0.1.0', 30, "
+                  "'{}'::text[])",
+                  DeadlineIn(kTimeout))
+            .GetString(0, 0)};
   auto dispatch = [&](const char* resource) {
     return conn
         .Exec("SELECT taskmill.dispatch('taskmill.noop', '[]', '{}', ARRAY[$1])",
