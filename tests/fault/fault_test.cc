@@ -90,14 +90,7 @@ class FaultTest : public ::testing::Test {
   }
 
   // task id -> pids that ran it, from the journal.
-  std::map<std::string, std::vector<int>> Journal() {
-    std::map<std::string, std::vector<int>> runs;
-    std::ifstream in(journal_);
-    std::string id;
-    int pid;
-    while (in >> id >> pid) runs[id].push_back(pid);
-    return runs;
-  }
+  std::map<std::string, std::vector<int>> Journal() { return testing::ReadJournal(journal_); }
 
   nlohmann::json Sleep(double seconds, bool ignore_cancel = false) {
     nlohmann::json k = {{"seconds", seconds}, {"journal", journal_}};
@@ -437,8 +430,8 @@ void FaultTest::Soak(const std::vector<std::string>& worker_args) {
   RecordProperty("kills", kills);
   int64_t final_tasks = Scalar(
       "SELECT count(*) FROM taskmill.task WHERE state IN ('completed', 'failed', 'canceled')");
-  std::cout << "soak (" << fmt::format("{}", fmt::join(worker_args, " ")) << "): " << kills << " kills, "
-            << Scalar("SELECT count(*) FROM taskmill.task WHERE state = 'completed'")
+  std::cout << "soak (" << fmt::format("{}", fmt::join(worker_args, " ")) << "): " << kills
+            << " kills, " << Scalar("SELECT count(*) FROM taskmill.task WHERE state = 'completed'")
             << " completed, " << Scalar("SELECT count(*) FROM taskmill.task WHERE state = 'failed'")
             << " failed (worker killed), " << 500 - final_tasks << " lost, " << ran_twice
             << " run twice\n";
@@ -456,9 +449,11 @@ TEST_F(FaultTest, KillDashNineOfAMultiSlotWorkerFailsEveryTaskItRan) {
   auto a = StartWorker(args);
   ASSERT_TRUE(WaitOnlineWorkers(1));
   std::vector<std::string> running, behind;
-  for (int i = 0; i < 3; ++i) running.push_back(Dispatch("test.sleep", Sleep(600), {fmt::format("K{}", i)}));
+  for (int i = 0; i < 3; ++i)
+    running.push_back(Dispatch("test.sleep", Sleep(600), {fmt::format("K{}", i)}));
   for (const auto& id : running) ASSERT_TRUE(WaitState(id, TaskState::kRunning));
-  for (int i = 0; i < 3; ++i) behind.push_back(Dispatch("test.sleep", Sleep(0), {fmt::format("K{}", i)}));
+  for (int i = 0; i < 3; ++i)
+    behind.push_back(Dispatch("test.sleep", Sleep(0), {fmt::format("K{}", i)}));
   StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(2));
   ASSERT_TRUE(WaitFor([&] { return Journal().size() == 3; }, kTimeout));
@@ -486,13 +481,16 @@ TEST_F(FaultTest, StoppedMultiSlotWorkerStopsEveryTaskAndRecordsNothing) {
   auto a = StartWorker(args);
   ASSERT_TRUE(WaitOnlineWorkers(1));
   std::vector<std::string> tasks;
-  for (int i = 0; i < 3; ++i) tasks.push_back(Dispatch("test.sleep", Sleep(i == 0 ? 3 : 600), {fmt::format("P{}", i)}));
+  for (int i = 0; i < 3; ++i)
+    tasks.push_back(Dispatch("test.sleep", Sleep(i == 0 ? 3 : 600), {fmt::format("P{}", i)}));
   for (const auto& id : tasks) ASSERT_TRUE(WaitState(id, TaskState::kRunning));
   ASSERT_TRUE(WaitFor([&] { return Journal().size() == 3; }, kTimeout));
   StartWorker(kFastLiveness);
   ASSERT_TRUE(WaitOnlineWorkers(2));
-  std::string old_id = Conn().Exec("SELECT id FROM taskmill.app WHERE name = 'w0'",
-                                   DeadlineIn(kTimeout)).GetString(0, 0);
+  std::string old_id =
+      Conn()
+          .Exec("SELECT id FROM taskmill.app WHERE name = 'w0'", DeadlineIn(kTimeout))
+          .GetString(0, 0);
   workers_[a].Signal(SIGSTOP);
   std::map<std::string, Task> verdicts;
   for (const auto& id : tasks) {
@@ -505,8 +503,9 @@ TEST_F(FaultTest, StoppedMultiSlotWorkerStopsEveryTaskAndRecordsNothing) {
   workers_[a].Signal(SIGCONT);
   ASSERT_TRUE(WaitFor(
       [&] {
-        return Scalar(fmt::format("SELECT count(*) FROM taskmill.app WHERE name = 'w0' AND id <> '{}'",
-                                  old_id)) == 1;
+        return Scalar(fmt::format(
+                   "SELECT count(*) FROM taskmill.app WHERE name = 'w0' AND id <> '{}'", old_id)) ==
+               1;
       },
       20s))
       << testing::ReadFile(logs_[a]);
@@ -525,7 +524,8 @@ TEST_F(FaultTest, StoppedMultiSlotWorkerStopsEveryTaskAndRecordsNothing) {
   EXPECT_TRUE(workers_[a].running());
   // The resumed worker still works, with all its slots.
   std::vector<std::string> more;
-  for (int i = 0; i < 3; ++i) more.push_back(Dispatch("test.sleep", Sleep(1), {fmt::format("P{}", i)}));
+  for (int i = 0; i < 3; ++i)
+    more.push_back(Dispatch("test.sleep", Sleep(1), {fmt::format("P{}", i)}));
   for (const auto& id : more) EXPECT_TRUE(WaitState(id, TaskState::kCompleted, 20s)) << id;
 }
 

@@ -68,6 +68,15 @@ int64_t QueryInt(pg::Connection& conn, const std::string& sql) {
   return conn.Exec(sql, DeadlineIn(std::chrono::seconds(30))).GetInt(0, 0);
 }
 
+std::map<std::string, std::vector<int>> ReadJournal(const std::string& path) {
+  std::map<std::string, std::vector<int>> runs;
+  std::ifstream in(path);
+  std::string id;
+  int pid;
+  while (in >> id >> pid) runs[id].push_back(pid);
+  return runs;
+}
+
 std::string MigratedTestDatabase() {
   std::string conninfo = CreateTestDatabase();
   auto conn = Connect(conninfo);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,10 @@ bool WaitForFinal(pg::Connection& conn, const std::string& id,
 
 // The integer in the first column of the first row of `sql`'s answer.
 int64_t QueryInt(pg::Connection& conn, const std::string& sql);
+
+// The journal test.sleep keeps (kwargs "journal": a path): task id -> the
+// pids that ran it, in order.
+std::map<std::string, std::vector<int>> ReadJournal(const std::string& path);
 
 // Starts `taskmill <args...>` (the binary under test); its output goes to a
 // log file whose path is returned in `log_path`.

@@ -46,38 +46,21 @@ class SlotsTest : public ::testing::Test {
 
   std::string Dispatch(const std::string& name, nlohmann::json kwargs,
                        std::vector<std::string> exclusive, std::vector<std::string> shared = {}) {
-    DispatchRequest req;
-    req.name = name;
-    req.kwargs = std::move(kwargs);
-    req.exclusive_resources = std::move(exclusive);
-    req.shared_resources = std::move(shared);
-    auto out = store::DispatchTask(conn_, req, std::nullopt, DeadlineIn(kTimeout));
-    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().message);
-    return out.ok() ? out->id : "";
+    return testing::DispatchTask(
+        conn_, testing::Request(name, std::move(kwargs), std::move(exclusive), std::move(shared)));
   }
   nlohmann::json Sleep(double seconds) { return {{"seconds", seconds}, {"journal", journal_}}; }
-
-  int64_t Scalar(const std::string& sql) {
-    return conn_.Exec(sql, DeadlineIn(kTimeout)).GetInt(0, 0);
-  }
-  Task Get(const std::string& id) { return *store::GetTask(conn_, id, DeadlineIn(kTimeout)); }
+  int64_t Scalar(const std::string& sql) { return testing::QueryInt(conn_, sql); }
+  Task Get(const std::string& id) { return testing::GetTask(conn_, id); }
   bool WaitState(const std::string& id, TaskState s, std::chrono::milliseconds limit = 30s) {
-    return WaitFor([&] { return Get(id).state == s; }, limit);
+    return testing::WaitForState(conn_, id, s, limit);
   }
   bool WaitRunning(int n) {
     return WaitFor(
         [&] { return Scalar("SELECT count(*) FROM taskmill.task WHERE state = 'running'") == n; },
         kTimeout);
   }
-  // task id -> pids that ran it.
-  std::map<std::string, std::vector<int>> Journal() {
-    std::map<std::string, std::vector<int>> runs;
-    std::ifstream in(journal_);
-    std::string id;
-    int pid;
-    while (in >> id >> pid) runs[id].push_back(pid);
-    return runs;
-  }
+  std::map<std::string, std::vector<int>> Journal() { return testing::ReadJournal(journal_); }
 
   static inline int counter_ = 0;
   std::string db_;
