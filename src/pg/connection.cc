@@ -146,6 +146,12 @@ ResultSet Connection::Run(std::string_view sql, const char* label, const Params&
   return wire_.Collect(deadline);
 }
 
+namespace {
+bool IsTransactionControl(std::string_view sql) {
+  return sql == "BEGIN" || sql == "COMMIT" || sql == "ROLLBACK";
+}
+}  // namespace
+
 std::vector<ResultSet> Connection::ExecPipeline(const std::vector<Statement>& statements,
                                                 Deadline deadline) {
   if (!ok()) {
@@ -158,6 +164,10 @@ std::vector<ResultSet> Connection::ExecPipeline(const std::vector<Statement>& st
   // abort statements that have nothing to do with it.
   std::vector<const StatementCache::Entry*> prepared(statements.size(), nullptr);
   for (size_t i = 0; i < statements.size() && prepare_; ++i) {
+    // Transaction control goes unnamed: a BEGIN that failed as a prepared
+    // statement (26000 behind a transaction pooler) would leave the
+    // statements after it to commit one by one.
+    if (IsTransactionControl(statements[i].sql)) continue;
     try {
       prepared[i] = Prepared(statements[i].sql, nullptr, statements[i].params.size(), deadline);
     } catch (const ConnectionError&) {

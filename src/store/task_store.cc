@@ -385,8 +385,7 @@ bool Heartbeat(pg::Connection& conn, const std::string& app_id, Deadline deadlin
   return res.GetBool(0, 0);
 }
 
-FleetHeartbeat HeartbeatFleet(pg::Connection& conn, const std::string& app_id,
-                              Deadline deadline) {
+FleetHeartbeat HeartbeatFleet(pg::Connection& conn, const std::string& app_id, Deadline deadline) {
   auto res = conn.Exec(kHeartbeatFleet, pg::Params().Add(app_id), deadline);
   return FleetHeartbeat{res.GetBool(0, 0), static_cast<int>(res.GetInt(0, 1))};
 }
@@ -482,7 +481,16 @@ Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const 
   }
   statements.push_back({"COMMIT", {}});
   try {
-    auto results = conn.ExecPipeline(statements, deadline);
+    std::vector<pg::ResultSet> results;
+    try {
+      results = conn.ExecPipeline(statements, deadline);
+    } catch (const pg::QueryError& e) {
+      // A prepared statement lost to a transaction pooler (26000, 42P05)
+      // failed inside the BEGIN block, which the failure aborted: nothing
+      // was written, and the connection now runs unnamed statements.
+      if (e.sqlstate() != "26000" && e.sqlstate() != "42P05") throw;
+      results = conn.ExecPipeline(statements, deadline);
+    }
     FinishAndClaimManyResult out;
     size_t next = 1;
     if (!outcomes.empty()) {
