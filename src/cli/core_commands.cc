@@ -88,8 +88,6 @@ nlohmann::json ParseJsonFlag(const std::string& flag, const std::string& text) {
   return j;
 }
 
-std::string Cell(const std::optional<std::string>& s) { return s ? *s : "-"; }
-
 void PrintTaskTable(const std::vector<Task>& tasks) {
   fmt::print("{:<36}  {:<9}  {:<24}  {:<27}  {}\n", "ID", "STATE", "NAME", "CREATED", "RESOURCES");
   for (const auto& t : tasks) {

@@ -185,11 +185,17 @@ class Worker::Impl {
   // Every running task: cancels, time limits, shutdown, kills, self-fencing.
   void Supervise();
   void PollStates();
+  // A cancel of `task_id` arrived (notification or state read): tell its
+  // slot, once.
+  void Canceled(const std::string& task_id);
+  // Queues an outcome for the next write (and starts its linger).
+  void AddPending(PendingOutcome outcome);
   // Moves the outcomes of finished slots to pending_.
   void CollectFinished();
   // Writes pending outcomes and claims tasks for free slots, in one commit.
   void WriteAndClaim();
-  void FlushProgress(bool force);
+  // Writes the running tasks' progress, at most every kProgressInterval.
+  void FlushProgress();
   void Start(Task task);
   // Declared dead: every task stops, nothing of ours is recorded.
   void Fenced(const std::string& why);
@@ -414,15 +420,7 @@ void Worker::Impl::DrainNotifications() {
   try {
     while (auto n = listener_.NextNotification()) {
       if (n->payload.rfind("cancel ", 0) == 0) {
-        std::string id = n->payload.substr(7);
-        for (auto& s : slots_) {
-          if (s->task.id != id || s->sup.fenced || s->sup.cancel_requested) continue;
-          spdlog::info("task {} canceled: signalling it (SIGKILL after {}s)", id,
-                       options_.cancel_grace);
-          s->sup.cancel_requested = true;
-          s->AskToStop();
-          s->sup.kill_at = Clock::now() + SecondsToDuration(options_.cancel_grace);
-        }
+        Canceled(n->payload.substr(7));
       } else {
         wakeup_pending_ = true;
       }
@@ -441,6 +439,17 @@ void Worker::Impl::DrainNotifications() {
 
 // --- supervision --------------------------------------------------------------
 
+void Worker::Impl::Canceled(const std::string& task_id) {
+  for (auto& s : slots_) {
+    if (s->task.id != task_id || s->sup.fenced || s->sup.cancel_requested) continue;
+    spdlog::info("task {} canceled: signalling it (SIGKILL after {}s)", task_id,
+                 options_.cancel_grace);
+    s->sup.cancel_requested = true;
+    s->AskToStop();
+    s->sup.kill_at = Clock::now() + SecondsToDuration(options_.cancel_grace);
+  }
+}
+
 void Worker::Impl::PollStates() {
   if (db_down_ || Clock::now() < next_state_poll_) return;
   next_state_poll_ = Clock::now() + kStatePollInterval;
@@ -452,16 +461,7 @@ void Worker::Impl::PollStates() {
     }
   }
   if (ids.empty()) return;
-  for (const auto& id : store::CancelingAmong(conn_, ids, DeadlineIn(kQueryTimeout))) {
-    for (auto& s : slots_) {
-      if (s->task.id != id || s->sup.cancel_requested) continue;
-      spdlog::info("task {} canceled: signalling it (SIGKILL after {}s)", id,
-                   options_.cancel_grace);
-      s->sup.cancel_requested = true;
-      s->AskToStop();
-      s->sup.kill_at = Clock::now() + SecondsToDuration(options_.cancel_grace);
-    }
-  }
+  for (const auto& id : store::CancelingAmong(conn_, ids, DeadlineIn(kQueryTimeout))) Canceled(id);
 }
 
 void Worker::Impl::Supervise() {
@@ -554,19 +554,23 @@ void Worker::Impl::CollectFinished() {
       } else {
         out = s.child ? s.child->outcome() : s.thread->outcome();
       }
-      if (pending_.empty()) first_pending_at_ = Clock::now();
       PendingOutcome p;
       p.outcome = {s.task.id, out.state, std::move(out.result), std::move(out.error)};
       p.task_name = s.task.name;
       p.progress = std::move(s.progress);
-      pending_.push_back(std::move(p));
+      AddPending(std::move(p));
     }
     slots_.erase(slots_.begin() + static_cast<std::ptrdiff_t>(i));
   }
 }
 
-void Worker::Impl::FlushProgress(bool force) {
-  if (!force && Clock::now() < next_progress_flush_) return;
+void Worker::Impl::AddPending(PendingOutcome outcome) {
+  if (pending_.empty()) first_pending_at_ = Clock::now();
+  pending_.push_back(std::move(outcome));
+}
+
+void Worker::Impl::FlushProgress() {
+  if (Clock::now() < next_progress_flush_) return;
   next_progress_flush_ = Clock::now() + kProgressInterval;
   for (auto& s : slots_) {
     s->CollectProgress();
@@ -605,7 +609,6 @@ void Worker::Impl::Start(Task task) {
     }
   } catch (const std::system_error& e) {
     spdlog::error("cannot start task {} ({}): {}", t.id, t.name, e.what());
-    if (pending_.empty()) first_pending_at_ = Clock::now();
     PendingOutcome p;
     p.outcome = {
         t.id,
@@ -613,7 +616,7 @@ void Worker::Impl::Start(Task task) {
         nullptr,
         {{"description", fmt::format("The worker could not start the task: {}.", e.what())}}};
     p.task_name = t.name;
-    pending_.push_back(std::move(p));
+    AddPending(std::move(p));
     return;
   }
   slots_.push_back(std::move(slot));
@@ -769,7 +772,7 @@ int Worker::Impl::RunLoop() {
       if (!db_down_) PollStates();
       CollectFinished();
       if (!db_down_) {
-        FlushProgress(false);
+        FlushProgress();
         WriteAndClaim();
         if (!listener_.ok() && options_.listen && Clock::now() >= next_poll_) {
           try {
