@@ -204,9 +204,13 @@ std::vector<ResultSet> Connection::ExecPipeline(const std::vector<Statement>& st
     try {
       wire_.ThrowFor(first_error.raw());
     } catch (const DatabaseError& e) {
-      // The other statements ran: nothing can be run again here, but the
-      // next call runs unnamed.
-      GiveUpPreparing(e);
+      // The next call runs unnamed. The other statements ran, so nothing
+      // can be run again here, unless the pipeline was one transaction
+      // block (BEGIN ... COMMIT, both unnamed): a lost prepared statement
+      // inside it aborted the whole block, which therefore wrote nothing.
+      bool one_block = statements.size() >= 2 && statements.front().sql == "BEGIN" &&
+                       statements.back().sql == "COMMIT";
+      if (GiveUpPreparing(e) && one_block) return ExecPipeline(statements, deadline);
       throw;
     }
   }

@@ -74,9 +74,12 @@ class Connection {
 
   // Runs several statements in one round trip using libpq pipeline mode,
   // with a sync after each: each statement is its own implicit transaction
-  // and commits on its own. Returns one ResultSet per statement. If any
-  // failed, the others still ran (and committed), and the first error is
-  // thrown.
+  // and commits on its own, unless the statements open a block themselves
+  // (BEGIN, COMMIT and ROLLBACK always go unnamed). Returns one ResultSet per
+  // statement. If any failed, the others still ran (and committed), and the
+  // first error is thrown; except that a pipeline that is one block (first
+  // BEGIN, last COMMIT) whose failure was a prepared statement lost to a
+  // pooler is run once more, unnamed: the failure aborted the block.
   struct Statement {
     std::string sql;
     Params params;

@@ -481,16 +481,7 @@ Result<FinishAndClaimManyResult> FinishAndClaimMany(pg::Connection& conn, const 
   }
   statements.push_back({"COMMIT", {}});
   try {
-    std::vector<pg::ResultSet> results;
-    try {
-      results = conn.ExecPipeline(statements, deadline);
-    } catch (const pg::QueryError& e) {
-      // A prepared statement lost to a transaction pooler (26000, 42P05)
-      // failed inside the BEGIN block, which the failure aborted: nothing
-      // was written, and the connection now runs unnamed statements.
-      if (e.sqlstate() != "26000" && e.sqlstate() != "42P05") throw;
-      results = conn.ExecPipeline(statements, deadline);
-    }
+    auto results = conn.ExecPipeline(statements, deadline);
     FinishAndClaimManyResult out;
     size_t next = 1;
     if (!outcomes.empty()) {
